@@ -1,0 +1,1 @@
+"""Data pipelines: the MSD tagging split layout and the embedded synthetic corpus."""

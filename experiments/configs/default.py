@@ -1,0 +1,49 @@
+"""CPU default: the paper's network and frontend, sized to train in minutes on 2 cores.
+
+Differences from the paper (configs/paper.py): 3.6 s inputs (170 frames) instead of
+29 s (1360 frames), so the time pools shrink to (4, 4, 2, 2, 2); the embedded synthetic
+corpus instead of the MSD; a few epochs. Everything else (12 kHz, 512/256 STFT, 96
+Slaney mels, 5 x Conv3x3(32)-BN-ELU-MaxPool, BN epsilon 1e-3) is the paper's.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.workdir = "checkpoints/default"  # checkpoints, log.csv, tensorboard/, results.json
+    c.compilation_cache = ""  # '' -> $TRANSFER_JAX_CACHE or ~/.cache/transfer_jax/jax
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"  # or "msd": a prepared split_dir + audio_root
+    c.data.root = "data"  # where the synthetic corpus is written
+    c.data.split_dir = ""  # msd: the folder of {train,valid,test}_x_*.txt, *_y.npy
+    c.data.audio_root = ""  # msd: the folder of 7digital clips (3/6/36122424.clip.mp3)
+    c.data.cache_dir = ""  # log-mel cache ('' -> next to split_dir)
+    c.data.n_train = 1200
+    c.data.n_valid = 200
+    c.data.n_test = 200
+    c.data.clip_seconds = 4.0
+    c.data.seed = 0
+
+    c.frontend = ml_collections.ConfigDict()
+    c.frontend.n_samples = 43_520  # 170 frames at hop 256
+    c.frontend.short_policy = "tile"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.channels = 32
+    c.model.pools = ((2, 4), (3, 4), (2, 2), (2, 2), (4, 2))  # 96x170 -> 1x1
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 6
+    c.train.batch_size = 32
+    c.train.learning_rate = 2e-3
+    c.train.optimizer = "adam"
+    c.train.seed = 0
+    c.train.checkpoint_every_steps = 10
+    c.train.eval_batch_size = 64
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # set on every host for multi-host training
+    c.distributed.num_processes = 0
+    c.distributed.process_id = 0
+    return c

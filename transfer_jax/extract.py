@@ -1,0 +1,176 @@
+"""Feature extraction: all five pooled layer activations of many clips in one jitted call.
+
+Audio longer than one model input (29 s by default) is cut into consecutive segments
+(`audio.segment`); with `long_policy="mean"` a clip's features are the mean over its
+segments, with "first" only the first segment is used (the original extractor). Audio
+shorter than one input is tiled or zero-padded (`FrontendConfig.short_policy`).
+
+Per-example normalisation modes ("per_clip", "running") run as
+`jit(vmap(vmap(segment_features)))` over clips and segments. "batch" mode couples the
+clips of a batch, so it runs the batch through the model as one tensor instead, in the
+given order, with the batch-maximum dB reference (the paper's own batching).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transfer_jax import audio as audio_lib
+from transfer_jax import frontend
+from transfer_jax.model import Tagger
+
+Layers = str | Sequence[int] | None
+
+
+def parse_layers(layers: Layers, n_layers: int = 5) -> tuple[int, ...]:
+    """People name layers 1-based ("135"); code indexes them 0-based: (0, 2, 4)."""
+    if layers is None:
+        return tuple(range(n_layers))
+    items = list(str(layers)) if isinstance(layers, (str, int)) else [int(v) for v in layers]
+    try:
+        idx = tuple(int(v) - 1 for v in items)
+    except ValueError:
+        raise ValueError(f"layers must be digits 1..{n_layers} like '135', got {layers!r}") from None
+    if not idx or any(not 0 <= i < n_layers for i in idx) or len(set(idx)) != len(idx):
+        raise ValueError(f"layers must be distinct digits 1..{n_layers} like '135', got {layers!r}")
+    return tuple(sorted(idx))
+
+
+def layer_name(indices: Sequence[int]) -> str:
+    """(0, 2, 4) -> "135"."""
+    return "".join(str(i + 1) for i in sorted(indices))
+
+
+def layer_slices(n_layers: int = 5, channels: int = 32) -> dict[str, slice]:
+    """Where each layer sits in a flattened (n, n_layers * channels) feature matrix."""
+    return {f"layer{k + 1}": slice(k * channels, (k + 1) * channels) for k in range(n_layers)}
+
+
+def select_layers(features: np.ndarray, layers: Layers) -> np.ndarray:
+    """(n, n_layers, channels) -> (n, len(layers) * channels), layers in ascending order.
+
+    Also accepts already flattened (n, n_layers * 32) features of 32 channels a layer.
+    """
+    features = np.asarray(features)
+    if features.ndim == 2:
+        features = features.reshape(len(features), -1, 32)
+    idx = parse_layers(layers, features.shape[1])
+    return features[:, idx, :].reshape(len(features), -1)
+
+
+def _default_ref(norm: str) -> frontend.Ref:
+    return "batch" if norm == "batch" else "clip"
+
+
+@functools.partial(jax.jit, static_argnames=("model", "ref"))
+def features_from_audio(model: Tagger, variables: dict, segments: jax.Array,
+                        mask: jax.Array, ref: frontend.Ref = "clip") -> jax.Array:
+    """Per-example modes. segments: (n_clips, n_segments, n_samples), mask:
+    (n_clips, n_segments) 1 for real segments -> (n_clips, n_layers, channels),
+    the mean over each clip's real segments."""
+    cfg = model.config.frontend
+
+    def one(wave):  # (n_samples,) -> (n_layers, channels)
+        mel = frontend.log_mel(wave[None], cfg, ref)
+        return model.apply(variables, mel)[1][0]
+
+    feats = jax.vmap(jax.vmap(one))(segments)  # (n_clips, n_segments, L, C)
+    w = mask.astype(feats.dtype)[..., None, None]
+    return (feats * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def features_from_mel(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+    """mel: (batch, n_mels, frames) log-mel in dB -> (batch, n_layers, channels)."""
+    if model.norm == "batch":
+        return model.apply(variables, mel)[1]
+    return jax.vmap(lambda m: model.apply(variables, m[None])[1][0])(mel)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "ref"))
+def features_batch_mode(model: Tagger, variables: dict, waves: jax.Array,
+                        ref: frontend.Ref = "batch") -> jax.Array:
+    """Batch mode. waves: (batch, n_samples) -> (batch, n_layers, channels)."""
+    return model.apply(variables, frontend.log_mel(waves, model.config.frontend, ref))[1]
+
+
+def _bucket(n: int) -> int:
+    """Segment counts are padded to powers of two so that ragged inputs reuse compilations."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _as_waveforms(audio) -> list[np.ndarray]:
+    if isinstance(audio, np.ndarray | jax.Array) and np.ndim(audio) == 1:
+        return [np.asarray(audio, np.float32)]
+    return [np.asarray(a, np.float32).reshape(-1) for a in audio]
+
+
+def extract(variables: dict, audio_or_mel, *, model: Tagger | None = None,
+            norm: str | None = None, ref: frontend.Ref | None = None, layers: Layers = None,
+            batch_size: int = 16, long_policy: str = "mean",
+            short_policy: str | None = None) -> np.ndarray:
+    """Features of many clips: (n_clips, n_layers, channels), or (n_clips, k * channels)
+    when `layers` selects k layers ("12345" gives the paper's 160-d vector).
+
+    audio_or_mel: waveforms at the model's sample rate (a 1-D array, a list of 1-D
+    arrays of any lengths, or a (n, n_samples) array), or log-mels (n, n_mels, frames).
+    `model` defaults to the paper's Tagger; `norm` overrides its normalisation mode.
+    """
+    model = model or Tagger()
+    if norm is not None:
+        model = model.clone(norm=norm)
+    if model.norm == "train":
+        model = model.clone(norm="batch")
+    ref = _default_ref(model.norm) if ref is None else ref
+    cfg = model.config.frontend
+    if long_policy not in ("mean", "first"):
+        raise ValueError(f"long_policy must be 'mean' or 'first', got {long_policy!r}")
+
+    if isinstance(audio_or_mel, np.ndarray | jax.Array) and np.ndim(audio_or_mel) == 3:
+        mel = np.asarray(audio_or_mel, np.float32)
+        out = [np.asarray(features_from_mel(model, variables, mel[i:i + batch_size]))
+               for i in range(0, len(mel), batch_size)]
+        feats = np.concatenate(out) if out else np.zeros((0, model.config.n_layers, model.config.channels), np.float32)
+        return feats if layers is None else select_layers(feats, layers)
+
+    policy = short_policy or cfg.short_policy
+    segs = [audio_lib.segment(w, cfg.n_samples, policy) for w in _as_waveforms(audio_or_mel)]
+    if long_policy == "first":
+        segs = [s[:1] for s in segs]
+    feats = (_extract_batch_mode(model, variables, segs, ref, batch_size) if model.norm == "batch"
+             else _extract_per_example(model, variables, segs, ref, batch_size))
+    return feats if layers is None else select_layers(feats, layers)
+
+
+def _extract_per_example(model, variables, segs, ref, batch_size) -> np.ndarray:
+    n_samples = model.config.frontend.n_samples
+    out = []
+    for start in range(0, len(segs), batch_size):
+        chunk = segs[start:start + batch_size]
+        n_seg = _bucket(max(len(s) for s in chunk))
+        x = np.zeros((batch_size, n_seg, n_samples), np.float32)
+        mask = np.zeros((batch_size, n_seg), np.float32)
+        for i, s in enumerate(chunk):
+            x[i, :len(s)] = s
+            mask[i, :len(s)] = 1.0
+        f = features_from_audio(model, variables, x, mask, ref)
+        out.append(np.asarray(f)[:len(chunk)])
+    if not out:
+        return np.zeros((0, model.config.n_layers, model.config.channels), np.float32)
+    return np.concatenate(out)
+
+
+def _extract_batch_mode(model, variables, segs, ref, batch_size) -> np.ndarray:
+    """Segments of all clips, in order, batched by `batch_size` (the last batch smaller,
+    exactly as the paper's batches were), then averaged per clip."""
+    flat = np.concatenate(segs)
+    owner = np.repeat(np.arange(len(segs)), [len(s) for s in segs])
+    feats = np.concatenate([np.asarray(features_batch_mode(model, variables, flat[i:i + batch_size], ref))
+                            for i in range(0, len(flat), batch_size)])
+    sums = np.zeros((len(segs),) + feats.shape[1:], np.float32)
+    np.add.at(sums, owner, feats)
+    return sums / np.bincount(owner, minlength=len(segs))[:, None, None]

@@ -1,0 +1,93 @@
+"""The paper's 5-block convnet tagger as a Flax linen module.
+
+`Tagger(config, norm)(mel)` maps log-mels (batch, n_mels, frames) to
+(logits (batch, n_classes), features (batch, n_layers, channels)), where layer k's
+feature is the global average over freq x time of block k's output after its max-pool.
+
+BatchNorm normalisation modes (`norm`), a static property of the module:
+- "train":    batch statistics, running averages updated (needs mutable batch_stats);
+- "running":  the stored running averages (models trained here in the usual way, or
+              dataset statistics stored in their place);
+- "batch":    statistics of the current batch over (batch, freq, time), as Keras 1
+              BatchNorm mode 2 did at inference: features depend on the batch;
+- "per_clip": each clip normalised by its own channel statistics over (freq, time):
+              the published one-file extractor (a batch of one); batch-independent.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transfer_jax.config import ModelConfig
+
+NORM_MODES = ("train", "running", "batch", "per_clip")
+
+# Keras 1 'he_normal': untruncated normal with variance 2 / fan_in.
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class ModeBatchNorm(nn.Module):
+    """BatchNorm over NHWC with the normalisation modes above. Biased variance."""
+
+    norm: str
+    epsilon: float = 1e-3
+    momentum: float = 0.99
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.norm not in NORM_MODES:
+            raise ValueError(f"norm must be one of {NORM_MODES}, got {self.norm!r}")
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if self.norm == "running":
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = (1, 2) if self.norm == "per_clip" else (0, 1, 2)
+            mean = x.mean(axis=axes, keepdims=True)
+            var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
+            if self.norm == "train" and not self.is_initializing():
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * mean.reshape(c)
+                ra_var.value = m * ra_var.value + (1 - m) * var.reshape(c)
+        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+class Tagger(nn.Module):
+    """Conv3x3 -> BatchNorm -> ELU -> MaxPool, five times; global average; Dense."""
+
+    config: ModelConfig = ModelConfig()
+    norm: str = "running"
+
+    @nn.compact
+    def __call__(self, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cfg = self.config
+        x = mel[..., None]  # (batch, freq, time, 1)
+        features = []
+        for i, pool in enumerate(cfg.pools, start=1):
+            if x.shape[1] < pool[0] or x.shape[2] < pool[1]:
+                raise ValueError(
+                    f"input {mel.shape[1:]} is too small for pools {cfg.pools}: block {i} "
+                    f"sees {x.shape[1:3]} but pools {pool}")
+            x = nn.Conv(cfg.channels, (3, 3), padding="SAME", kernel_init=he_normal,
+                        name=f"conv{i}")(x)
+            x = ModeBatchNorm(self.norm, cfg.bn_epsilon, cfg.bn_momentum, name=f"bn{i}")(x)
+            x = nn.elu(x)
+            x = nn.max_pool(x, pool, strides=pool, padding="VALID")
+            features.append(x.mean(axis=(1, 2)))
+        logits = nn.Dense(cfg.n_classes, name="dense")(features[-1])
+        return logits, jnp.stack(features, axis=1)
+
+
+def init_variables(model: Tagger, rng: jax.Array, n_frames: int | None = None) -> dict:
+    """Initial {'params', 'batch_stats'} for inputs (1, n_mels, n_frames)."""
+    fe = model.config.frontend
+    shape = (1, fe.n_mels, n_frames or fe.n_frames)
+    return dict(jax.jit(model.init)(rng, jnp.zeros(shape, jnp.float32)))
+
+
+def count_params(params) -> int:
+    return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
