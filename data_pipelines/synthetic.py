@@ -7,7 +7,7 @@ tagging problem, plus small synthetic downstream tasks for transfer evaluation.
 A clip (12 kHz mono float32, peak 0.5-0.9) mixes up to three independent layers:
   * percussion (p=0.65): a drum pattern on the beat -> `percussive` and a tempo band,
     `slow` (60-90 BPM) or `fast` (140-180 BPM); kicks are decaying pitch-swept sines,
-    snares/hats decaying noise bursts, with random accents and levels.
+    snares decaying noise bursts, with random accents and levels.
   * sustained chords (p=0.7, always when there is no percussion): 2-3 held triads of one
     quality -> `sustained`, `major`/`minor`, register `low` (root 65-165 Hz) or `high`
     (root 440-1050 Hz), timbre `bright` (sawtooth- or square-like, many harmonics) or
@@ -21,7 +21,9 @@ Audio is written as `<7d id>.clip.mp3` via soundfile (libsndfile + LAME, 12 kHz,
 bitrate at the best quality: about 64 kbit/s), mirroring the 7digital previews; if the
 installed libsndfile cannot write MP3, clips are written as `.clip.wav` (16-bit PCM)
 instead, which `msd_layout.audio_path` finds just the same.
-Timing: the default corpus (1,600 clips of 4 s) takes about 22 s on 2 cores.
+Timing: the default corpus (1,600 clips of 4 s, 57 MB) costs ~38 CPU-seconds (MP3 encoding
+is ~80% of it): about 19 s wall on 2 cores with the default 2 worker processes (measured
+19-43 s while other jobs shared those 2 cores); the default target tasks (360 clips) ~2.5 s.
 Target tasks (`write_target_tasks`) are 16-bit wav files, class per folder.
 """
 from __future__ import annotations
@@ -448,26 +450,22 @@ def write_tagging_corpus(root: str | os.PathLike, n_train: int = 1200, n_valid: 
               "tags": list(TAGS), "audio_ext": ext}
 
     def build(tmp: pathlib.Path) -> dict:
-        all_ids = _7d_ids(seed, sum(counts.values()))
-        jobs, start = [], 0
         n_workers = workers or min(os.cpu_count() or 1, 4)
+        all_ids = _7d_ids(seed, sum(counts.values()))
+        split_ids, start = {}, 0
         for split in msd_layout.SPLITS:
-            ids = all_ids[start:start + counts[split]]
+            split_ids[split] = all_ids[start:start + counts[split]]
             start += counts[split]
-            for a, b in _chunks(len(ids), n_workers):
-                jobs.append((split, a, b, ids))
-        args = [(tmp / "audio", split, seed, seconds, ids[a:b], ext, a)
-                for split, a, b, ids in jobs]
-        results = _map(_tagging_chunk, args, n_workers)
-        offset = 0
+        jobs = [(tmp / "audio", split, seed, seconds, split_ids[split][a:b], ext, a)
+                for split in msd_layout.SPLITS for a, b in _chunks(counts[split], n_workers)]
+        results = _map(_tagging_chunk, jobs, n_workers)
         summary = {}
-        for split in msd_layout.SPLITS:
-            ids = all_ids[offset:offset + counts[split]]
-            offset += counts[split]
-            parts = [r for (s, *_), r in zip(jobs, results) if s == split]
+        for split, ids in split_ids.items():
+            parts = [y for job, y in zip(jobs, results) if job[1] == split]
             y = np.concatenate(parts) if parts else np.zeros((0, len(TAGS)), np.uint8)
+            code = _SPLIT_CODE[split]
             index = msd_layout.SplitIndex(
-                msd_ids=[f"TRSYN{(_SPLIT_CODE[split] * 10**7 + i + 1):013d}" for i in range(len(ids))],
+                msd_ids=[f"TRSYN{code * 10**7 + i + 1:013d}" for i in range(len(ids))],
                 ids_7d=ids, filenames=[f"{d[0]}/{d[1]}/{d}.npy" for d in ids], labels=y)
             msd_layout.write_split(tmp / "split", split, index)
             summary[split] = {"n": len(ids), "tag_counts": dict(zip(TAGS, y.sum(0).tolist()))}
@@ -524,13 +522,19 @@ def write_target_tasks(root: str | os.PathLike, n_per_class: int = 40, seconds: 
 
 
 def _map(fn, args: list, workers: int) -> list:
-    """[fn(a) for a in args], in `workers` processes when > 1 (fork start, numpy-only work)."""
+    """[fn(a) for a in args], in `workers` processes when > 1.
+
+    Fork start when JAX has not been imported (fast, no `__main__` guard needed); spawn
+    once it has, since forking a multithreaded JAX process can deadlock.
+    """
     if workers <= 1 or len(args) <= 1:
         return [fn(a) for a in args]
     import multiprocessing
+    import sys
 
+    method = "spawn" if "jax" in sys.modules else "fork"
     try:
-        ctx = multiprocessing.get_context("fork")
+        ctx = multiprocessing.get_context(method)
     except ValueError:  # no fork on this platform: stay in-process
         return [fn(a) for a in args]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:

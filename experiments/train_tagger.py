@@ -42,7 +42,7 @@ def tagging_splits(config):
 def main(argv):
     del argv
     config = _CONFIG.value
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    logging.set_verbosity(logging.ERROR)  # orbax logs every save
     from transfer_jax import runtime
 
     runtime.maybe_initialize_distributed(config.distributed.coordinator_address or None,

@@ -174,3 +174,55 @@ def _extract_batch_mode(model, variables, segs, ref, batch_size) -> np.ndarray:
     sums = np.zeros((len(segs),) + feats.shape[1:], np.float32)
     np.add.at(sums, owner, feats)
     return sums / np.bincount(owner, minlength=len(segs))[:, None, None]
+
+
+def load_many(paths: Sequence, sr: int, workers: int | None = None):
+    """Decodes files in parallel threads, yielding (index, waveform or AudioError) in order."""
+    import concurrent.futures as cf
+    import os
+
+    def load(p):
+        try:
+            return audio_lib.load_audio(p, sr)
+        except audio_lib.AudioError as e:
+            return e
+
+    with cf.ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        yield from enumerate(pool.map(load, paths))
+
+
+def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = None,
+                  batch_size: int = 16, progress: bool = False, **kwargs):
+    """Features of audio files: ((n_files, n_layers, channels), failures).
+
+    Decoding runs in threads ahead of the device. A file that cannot be used gets a NaN
+    row and a (path, reason) entry in `failures`; the others are unaffected (except in
+    "batch" norm mode, where batches are formed from the good files in order).
+    """
+    from tqdm.auto import tqdm
+
+    model = model or Tagger()
+    cfg = model.config
+    feats = np.full((len(paths), cfg.n_layers, cfg.channels), np.nan, np.float32)
+    failures: list[tuple[str, str]] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        if pending:
+            idx = [i for i, _ in pending]
+            feats[idx] = extract(variables, [w for _, w in pending], model=model,
+                                 batch_size=batch_size, **kwargs)
+            pending.clear()
+
+    # batch mode needs all good files in one pass to keep the given batching
+    chunk = len(paths) if kwargs.get("norm", model.norm) == "batch" else 4 * batch_size
+    for i, w in tqdm(load_many(paths, cfg.frontend.sample_rate), total=len(paths),
+                     desc="extract", disable=not progress):
+        if isinstance(w, audio_lib.AudioError):
+            failures.append((w.path, w.problem))
+        else:
+            pending.append((i, w))
+        if len(pending) >= chunk:
+            flush()
+    flush()
+    return feats, failures
