@@ -6,7 +6,9 @@ segments, with "first" only the first segment is used (the original extractor). 
 shorter than one input is tiled or zero-padded (`FrontendConfig.short_policy`).
 
 Per-example normalisation modes ("per_clip", "running") run as
-`jit(vmap(vmap(segment_features)))` over clips and segments. "batch" mode couples the
+`jit(vmap(vmap(segment_features)))` over clips and segments (`features_from_audio`);
+`extract` streams all segments through it in fixed-size batches (memory bounded by
+`batch_size` segments, one compilation) and averages them back per clip on the host. "batch" mode couples the
 clips of a batch, so it runs the batch through the model as one tensor instead, in the
 given order, with the batch-maximum dB reference (the paper's own batching).
 """
@@ -98,11 +100,6 @@ def features_batch_mode(model: Tagger, variables: dict, waves: jax.Array,
     return model.apply(variables, frontend.log_mel(waves, model.config.frontend, ref))[1]
 
 
-def _bucket(n: int) -> int:
-    """Segment counts are padded to powers of two so that ragged inputs reuse compilations."""
-    return 1 << max(n - 1, 0).bit_length()
-
-
 def _as_waveforms(audio) -> list[np.ndarray]:
     if isinstance(audio, np.ndarray | jax.Array) and np.ndim(audio) == 1:
         return [np.asarray(audio, np.float32)]
@@ -146,34 +143,41 @@ def extract(variables: dict, audio_or_mel, *, model: Tagger | None = None,
     return feats if layers is None else select_layers(feats, layers)
 
 
+def _mean_per_clip(segs: list[np.ndarray], seg_features) -> np.ndarray:
+    """Runs `seg_features` over all clips' segments in order, averages back per clip."""
+    flat = np.concatenate(segs)
+    owner = np.repeat(np.arange(len(segs)), [len(s) for s in segs])
+    feats = seg_features(flat)
+    sums = np.zeros((len(segs),) + feats.shape[1:], np.float32)
+    np.add.at(sums, owner, feats)
+    return sums / np.bincount(owner, minlength=len(segs))[:, None, None]
+
+
 def _extract_per_example(model, variables, segs, ref, batch_size) -> np.ndarray:
-    n_samples = model.config.frontend.n_samples
-    out = []
-    for start in range(0, len(segs), batch_size):
-        chunk = segs[start:start + batch_size]
-        n_seg = _bucket(max(len(s) for s in chunk))
-        x = np.zeros((batch_size, n_seg, n_samples), np.float32)
-        mask = np.zeros((batch_size, n_seg), np.float32)
-        for i, s in enumerate(chunk):
-            x[i, :len(s)] = s
-            mask[i, :len(s)] = 1.0
-        f = features_from_audio(model, variables, x, mask, ref)
-        out.append(np.asarray(f)[:len(chunk)])
-    if not out:
+    """Segments of all clips flow through in fixed (batch_size, n_samples) calls, so memory
+    is bounded by the batch and a ragged last batch reuses the same compilation."""
+    if not segs:
         return np.zeros((0, model.config.n_layers, model.config.channels), np.float32)
-    return np.concatenate(out)
+
+    def run(flat):
+        out = []
+        for i in range(0, len(flat), batch_size):
+            chunk = flat[i:i + batch_size]
+            x = np.zeros((batch_size, 1, flat.shape[-1]), np.float32)
+            x[: len(chunk), 0] = chunk
+            mask = (np.arange(batch_size) < len(chunk)).astype(np.float32)[:, None]
+            out.append(np.asarray(features_from_audio(model, variables, x, mask, ref))[: len(chunk)])
+        return np.concatenate(out)
+
+    return _mean_per_clip(segs, run)
 
 
 def _extract_batch_mode(model, variables, segs, ref, batch_size) -> np.ndarray:
     """Segments of all clips, in order, batched by `batch_size` (the last batch smaller,
     exactly as the paper's batches were), then averaged per clip."""
-    flat = np.concatenate(segs)
-    owner = np.repeat(np.arange(len(segs)), [len(s) for s in segs])
-    feats = np.concatenate([np.asarray(features_batch_mode(model, variables, flat[i:i + batch_size], ref))
-                            for i in range(0, len(flat), batch_size)])
-    sums = np.zeros((len(segs),) + feats.shape[1:], np.float32)
-    np.add.at(sums, owner, feats)
-    return sums / np.bincount(owner, minlength=len(segs))[:, None, None]
+    return _mean_per_clip(segs, lambda flat: np.concatenate([
+        np.asarray(features_batch_mode(model, variables, flat[i:i + batch_size], ref))
+        for i in range(0, len(flat), batch_size)]))
 
 
 def load_many(paths: Sequence, sr: int, workers: int | None = None):
