@@ -39,9 +39,13 @@ def _decode(path: pathlib.Path) -> tuple[np.ndarray, int]:
         return data, int(sr)
     except Exception as sf_error:  # noqa: BLE001 - fall back to librosa's decoders
         try:
+            import warnings
+
             import librosa
 
-            data, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
         except Exception:  # noqa: BLE001
             raise AudioError(path, f"cannot decode as audio ({sf_error})") from None
         data = np.atleast_2d(data).T
