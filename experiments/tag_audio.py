@@ -10,7 +10,9 @@ checkpoint's):
 - per_clip: each file on its own (vmapped), dB reference = the clip's own maximum;
 - batch: all files as one batch, BatchNorm statistics and dB reference (the maximum) of
   the whole batch, as the paper's model saw its batches: results depend on the batch;
-- running: stored running averages (models trained here), dB reference per clip.
+- running: stored running statistics, dB reference the checkpoint's `db_ref` when it is a
+  number (a checkpoint calibrated with `import_weights.py --calibrate`: dataset
+  statistics, each file tagged as if in the calibration batch), else per clip.
 A file that cannot be used prints its error and the run goes on; the exit status is 1
 when any file failed.
 """
@@ -48,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if norm == "train":
         norm = "batch"
     model = model.clone(norm=norm)
-    ref = "batch" if norm == "batch" else meta.get("db_ref", "clip")
-    if ref == "batch" and norm != "batch":
-        ref = "clip"
+    if norm == "running":  # a calibrated checkpoint stores its dataset dB reference
+        stored = meta.get("db_ref", "clip")
+        ref = float(stored) if isinstance(stored, (int, float)) and not isinstance(stored, bool) else "clip"
+    else:
+        ref = "batch" if norm == "batch" else "clip"
     fe = model.config.frontend
     tags = list(meta.get("tags") or MSD_TAGS)
     if len(tags) != model.config.n_classes:

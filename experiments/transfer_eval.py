@@ -55,7 +55,7 @@ def main(argv):
 
     from data_pipelines.folders import list_audio_folder
     from transfer_jax import audio as audio_lib
-    from transfer_jax import baselines, checkpoint, evaluation, extract, probe
+    from transfer_jax import baselines, checkpoint, evaluation, extraction, probe
     from transfer_jax.model import init_variables
 
     model, variables = checkpoint.load_pretrained(FLAGS.checkpoint)
@@ -68,7 +68,7 @@ def main(argv):
     for task, folder in task_folders().items():
         paths, y, classes = list_audio_folder(folder)
         print(f"{task}: {len(paths)} clips, {len(classes)} classes")
-        conv, failures = extract.extract_files(variables, paths, model=model,
+        conv, failures = extraction.extract_files(variables, paths, model=model,
                                                batch_size=FLAGS.batch_size, progress=True)
         ok = ~np.isnan(conv).any(axis=(1, 2))
         all_failures += [(task, p, r) for p, r in failures]
@@ -77,7 +77,7 @@ def main(argv):
         good_paths = [p for p, good in zip(paths, ok) if good]
         sets = evaluation.FeatureSets(
             convnet=conv[ok], mfcc=baselines.mfcc_features_batch(waves, fe.sample_rate, fe.n_samples),
-            random={s: extract.extract_files(init_variables(random_model, jax.random.key(s)), good_paths,
+            random={s: extraction.extract_files(init_variables(random_model, jax.random.key(s)), good_paths,
                                              model=random_model, batch_size=FLAGS.batch_size)[0]
                     for s in range(FLAGS.random_seeds)})
         df = evaluation.evaluate_task(task, sets, y[ok], combos=combos, scale=FLAGS.scale,

@@ -246,7 +246,7 @@ def stats_from_files(model: Tagger, variables: dict, paths: Sequence, *, batch_s
                      progress: bool = False) -> tuple[dict, float, dict]:
     """Dataset statistics of audio files: (batch_stats, db_ref, info).
 
-    Each file is decoded once (threads, `extract.load_many`) and cut into model inputs as
+    Each file is decoded once (threads, `extraction.load_many`) and cut into model inputs as
     extraction would (`short_policy` tile|pad, `long_policy` first: the first input only,
     mean: every full 29 s segment); the inputs are spooled to a temporary float32 file
     (in `tmp_dir`) so that memory stays bounded, then streamed 1 + n_layers times.
@@ -256,7 +256,7 @@ def stats_from_files(model: Tagger, variables: dict, paths: Sequence, *, batch_s
     from tqdm.auto import tqdm
 
     from transfer_jax import audio as audio_lib
-    from transfer_jax.extract import load_many
+    from transfer_jax.extraction import load_many
 
     if long_policy not in ("first", "mean"):
         raise ValueError(f"long_policy must be 'first' or 'mean', got {long_policy!r}")
@@ -336,3 +336,18 @@ def check_stats(model: Tagger, batch_stats: dict) -> None:
            if np.shape(v) != (c,) or not np.all(np.isfinite(v))]
     if bad:
         raise ValueError(f"statistics do not fit {c} channels or are not finite: {bad}")
+
+
+def read_path_list(path: str | os.PathLike, root: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+    """(entries as written, resolved paths) of a list file: one path a line, blank lines
+    skipped, surrounding whitespace stripped; relative paths are taken from `root`
+    (default: the current directory)."""
+    path = pathlib.Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the list of audio files ({e})") from None
+    entries = [ln.strip() for ln in lines if ln.strip()]
+    base = pathlib.Path(root) if root is not None else pathlib.Path.cwd()
+    resolved = [str(p if (p := pathlib.Path(e).expanduser()).is_absolute() else base / p) for e in entries]
+    return entries, resolved

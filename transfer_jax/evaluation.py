@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from transfer_jax import probe
-from transfer_jax.extract import select_layers
+from transfer_jax.extraction import select_layers
 
 COLUMNS = ("task", "feature", "layers", "seed", "score", "score_std", "n_splits", "best_params")
 

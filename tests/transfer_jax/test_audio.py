@@ -56,7 +56,7 @@ def test_other_sample_rates_are_resampled(tmp_path, sr):
 def test_silence_is_accepted_and_gives_finite_features(tmp_path, small_config):
     import jax
 
-    from transfer_jax.extract import extract
+    from transfer_jax.extraction import extract
     from transfer_jax.model import Tagger, init_variables
 
     sf.write(tmp_path / "silent.wav", np.zeros(20_000, np.float32), 12_000)

@@ -181,7 +181,7 @@ def test_variables_fit_the_paper_tagger(loaded):
 
 @needs_anchors
 def test_per_clip_parity(loaded, ref_weights, clips):
-    from transfer_jax.extract import extract
+    from transfer_jax.extraction import extract
     from transfer_jax.model import Tagger
     from transfer_jax.weights import tag_probabilities
 
@@ -197,7 +197,7 @@ def test_per_clip_parity(loaded, ref_weights, clips):
 
 @needs_anchors
 def test_batch_mode_parity(loaded, ref_weights, clips):
-    from transfer_jax.extract import extract
+    from transfer_jax.extraction import extract
     from transfer_jax.model import Tagger
     from transfer_jax.weights import tag_probabilities
 

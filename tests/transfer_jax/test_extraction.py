@@ -2,7 +2,7 @@ import jax
 import numpy as np
 import pytest
 
-from transfer_jax import extract as ex
+from transfer_jax import extraction as ex
 from transfer_jax import frontend
 from transfer_jax.model import Tagger, init_variables
 
