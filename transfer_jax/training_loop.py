@@ -12,6 +12,8 @@ import dataclasses
 import os
 import pathlib
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
 import jax
 import numpy as np
@@ -52,6 +54,19 @@ class TaggingData:
         return len(self.mel)
 
 
+class BatchSource(Protocol):
+    """Training batches for `fit`: this host's slice of each global batch.
+
+    `epoch(e, start)` yields the batches of epoch e from step `start` on, the same ones
+    every time it is called (that is what makes resuming exact).
+    """
+
+    steps_per_epoch: int
+    n_frames: int
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     """(steps_per_epoch, batch_size) clip indices; the remainder is dropped."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
@@ -59,15 +74,52 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     return perm[: steps * batch_size].reshape(steps, batch_size)
 
 
+def host_slice(batch: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of a global batch (all of it on one host)."""
+    n = len(batch) // jax.process_count()
+    return batch[jax.process_index() * n:(jax.process_index() + 1) * n]
+
+
+@dataclasses.dataclass
+class ArrayBatches:
+    """In-memory training batches, shuffled per epoch by (seed, epoch)."""
+
+    data: TaggingData
+    batch_size: int
+    seed: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // self.batch_size
+
+    @property
+    def n_frames(self) -> int:
+        return self.data.mel.shape[-1]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = epoch_order(len(self.data), self.batch_size, self.seed, epoch)
+        for idx in order[start:]:
+            idx = host_slice(idx)
+            yield self.data.mel[idx], self.data.labels[idx].astype(np.float32)
+
+
 def predict(eval_fn, variables, mel: np.ndarray, batch_size: int, mesh) -> np.ndarray:
-    """Tag probabilities (n_clips, n_tags); the last batch is padded to a full one."""
+    """Tag probabilities (n_clips, n_tags); the last batch is padded to a full one.
+
+    Every host holds `mel`; each feeds its slice of a batch and all get all results.
+    """
     out = []
     for i in range(0, len(mel), batch_size):
         chunk = np.asarray(mel[i:i + batch_size], np.float32)
         padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
         padded[: len(chunk)] = chunk
-        (x,) = train.shard_batch(mesh, padded)
-        out.append(np.asarray(jax.device_get(eval_fn(variables, x)))[: len(chunk)])
+        (x,) = train.shard_batch(mesh, host_slice(padded))
+        probs = eval_fn(variables, x)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            probs = multihost_utils.process_allgather(probs, tiled=True)
+        out.append(np.asarray(jax.device_get(probs))[: len(chunk)])
     return np.concatenate(out)
 
 
@@ -89,10 +141,14 @@ def _write_rows(path: pathlib.Path, rows: list[dict], mode: str = "a") -> None:
         w.writerows(rows)
 
 
-def fit(model: Tagger, train_data: TaggingData, valid_data: TaggingData,
+def fit(model: Tagger, train_data: TaggingData | BatchSource, valid_data: TaggingData,
         workdir: str | os.PathLike, cfg: FitConfig = FitConfig(), *,
         metadata: dict | None = None, mesh=None, progress: bool = True) -> dict:
-    """Trains `model` and returns the last epoch's log row. Resumes from `workdir`."""
+    """Trains `model` and returns the last epoch's log row. Resumes from `workdir`.
+
+    `train_data` is in-memory data (shuffled here by cfg.seed) or any `BatchSource`,
+    e.g. a tf.data stream of prepared shards.
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = mesh or train.make_mesh()
@@ -100,12 +156,14 @@ def fit(model: Tagger, train_data: TaggingData, valid_data: TaggingData,
     for name, bs in (("batch_size", cfg.batch_size), ("eval_batch_size", cfg.eval_batch_size)):
         if bs % n_dev:
             raise ValueError(f"{name}={bs} must be divisible by the {n_dev} devices")
-    steps_per_epoch = len(train_data) // cfg.batch_size
+    source = (ArrayBatches(train_data, cfg.batch_size, cfg.seed)
+              if isinstance(train_data, TaggingData) else train_data)
+    steps_per_epoch = source.steps_per_epoch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_data)} training clips is fewer than one batch of {cfg.batch_size}")
+        raise ValueError(f"the training data is smaller than one batch of {cfg.batch_size}")
 
     tx = train.make_optimizer(cfg.learning_rate, cfg.optimizer)
-    state = train.create_train_state(jax.random.key(cfg.seed), model, tx, train_data.mel.shape[-1])
+    state = train.create_train_state(jax.random.key(cfg.seed), model, tx, source.n_frames)
     mngr = ckpt.checkpoint_manager(workdir / "checkpoints")
     restored = ckpt.restore(mngr, state)
     state = jax.device_put(restored or state, train.replicated(mesh))
@@ -121,17 +179,16 @@ def fit(model: Tagger, train_data: TaggingData, valid_data: TaggingData,
     writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else None
     row: dict = {}
     for epoch in range(start_step // steps_per_epoch, cfg.epochs):
-        order = epoch_order(len(train_data), cfg.batch_size, cfg.seed, epoch)
         first = start_step - epoch * steps_per_epoch if epoch == start_step // steps_per_epoch else 0
         t0, losses = time.time(), []
-        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(zip(range(first, steps_per_epoch), source.epoch(epoch, first)),
+                   total=steps_per_epoch - first, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
-        for i in bar:
-            idx = order[i]
-            mel, labels = train.shard_batch(mesh, train_data.mel[idx], train_data.labels[idx].astype(np.float32))
+        for i, (mel, labels) in bar:
+            mel, labels = train.shard_batch(mesh, mel, labels)
             state, m = train_step(state, mel, labels)
             losses.append(m["loss"])
-            step = int(state.step)
+            step = epoch * steps_per_epoch + i + 1  # host-side: no device sync per step
             if i % 10 == 0:
                 bar.set_postfix(loss=f"{float(m['loss']):.4f}")
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and i + 1 < steps_per_epoch:

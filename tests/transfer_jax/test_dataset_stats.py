@@ -10,6 +10,7 @@ depend on the batch it is extracted in; Chan's merge; files, save / load.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from transfer_jax import dataset_stats as ds
+from transfer_jax import frontend
 from transfer_jax.config import FrontendConfig, ModelConfig
 from transfer_jax.extraction import extract
 from transfer_jax.model import Tagger, init_variables
@@ -38,13 +40,13 @@ SMALL = ModelConfig(pools=((2, 2), (3, 2), (2, 2), (2, 2), (4, 2)), n_classes=6,
                     frontend=FrontendConfig(n_samples=18_176))  # 71 frames
 
 
+@functools.partial(jax.jit, static_argnames=("model", "ref"))
 def _probs(model, variables, waves, ref):
-    from transfer_jax import frontend
 
     mel = frontend.log_mel(waves, model.config.frontend, ref)
     if model.norm == "batch":
-        return np.asarray(jax.nn.sigmoid(model.apply(variables, mel)[0]))
-    return np.asarray(jax.vmap(lambda m: jax.nn.sigmoid(model.apply(variables, m[None])[0][0]))(mel))
+        return jax.nn.sigmoid(model.apply(variables, mel)[0])
+    return jax.vmap(lambda m: jax.nn.sigmoid(model.apply(variables, m[None])[0][0]))(mel)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +90,6 @@ def test_dataset_mode_equals_batch_mode_random_weights(small):
     model, variables, waves = small
     stats, db_ref = ds.compute_dataset_stats(model, variables, waves, batch_size=len(waves))
     # the dB reference is the batch maximum of the raw dB scale
-    from transfer_jax import frontend
-
     raw = frontend.log_mel(waves, dataclasses.replace(model.config.frontend, top_db=np.inf), 0.0)
     assert db_ref == pytest.approx(float(np.max(raw)), abs=1e-6)
 
