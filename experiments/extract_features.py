@@ -15,7 +15,8 @@ or zero-padded (`--short-policy`), longer audio gives its first input (`--long-p
 first`, the original) or the mean over all full 29 s segments (`mean`).
 
 Normalisation (`--norm`; default: "dataset" when the checkpoint stores dataset statistics
-(`import_weights.py --calibrate`), else the checkpoint's own mode):
+(`import_weights.py --calibrate`) or is the published model without them (statistics then
+come from the files processed), else the checkpoint's own mode):
 - per-clip: every input normalised by its own statistics, dB reference its own maximum:
   the published one-file extractor, batch-independent (but for the published tagger a
   nearly constant layer 5);
@@ -93,29 +94,31 @@ def _is_placeholder(batch_stats) -> bool:
 
 def _extract_chunk(model, variables, paths, entries, **kwargs):
     """(features (n, L, C) with NaN rows for failures, [(entry, reason)]). An unexpected
-    error retries the chunk file by file; it is re-raised when every file hits it."""
+    error retries the chunk file by file, recording each file that still fails; it is
+    re-raised when every file of a chunk of several hits it (not a per-file problem)."""
     import numpy as np
 
     from transfer_jax.extraction import extract_files
 
+    def run(p, e):
+        feats, fails = extract_files(variables, p, model=model, **kwargs)
+        by_path = dict(zip(p, e))
+        return feats, [(by_path.get(str(q), str(q)), _clean(reason)) for q, reason in fails]
+
     try:
-        feats, fails = extract_files(variables, paths, model=model, **kwargs)
-    except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
-        if len(paths) == 1:
-            raise
+        return run(paths, entries)
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the run
         parts, errors = [], 0
         for p, entry in zip(paths, entries):
             try:
-                parts.append(_extract_chunk(model, variables, [p], [entry], **kwargs))
+                parts.append(run([p], [entry]))
             except Exception as e1:  # noqa: BLE001
                 errors += 1
                 nan = np.full((1, model.config.n_layers, model.config.channels), np.nan, np.float32)
-                parts.append((nan, [(entry, f"{type(e1).__name__}: {e1}")]))
-        if errors == len(paths):
-            raise e
+                parts.append((nan, [(entry, _clean(f"{type(e1).__name__}: {e1}"))]))
+        if errors == len(paths) > 1:
+            raise error
         return np.concatenate([f for f, _ in parts]), [x for _, fl in parts for x in fl]
-    by_path = dict(zip(paths, entries))
-    return feats, [(by_path.get(str(p), str(p)), _clean(reason)) for p, reason in fails]
 
 
 def _dataset_statistics(args, model, variables, meta, paths, out, short_policy, long_policy, ckpt_digest):
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output .npy, (n_files, 32 x n_layers) float32")
     parser.add_argument("--layers", default="12345", help="layers to keep, 1-based digits (default 12345)")
     parser.add_argument("--norm", choices=NORMS + ("per_clip",), default=None,
-                        help="BatchNorm mode (default: dataset for a calibrated checkpoint, else its own)")
+                        help="BatchNorm mode (default: dataset for a calibrated or published checkpoint, else its own)")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="model inputs per jitted call; the batch of --norm batch (default 16)")
     parser.add_argument("--short-policy", choices=("tile", "pad"), default=None,
@@ -229,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.audio_list} lists no files", file=sys.stderr)
         return 1
 
-    norm = args.norm or ("dataset" if (_calibrated(meta) or args.stats or args.calibration) else
+    # The published model has no usable running statistics: dataset statistics over the
+    # files processed are its best batch-independent mode (docs/pretrained.md).
+    published = "running" not in meta.get("bn_modes_supported", ["running"])
+    norm = args.norm or ("dataset" if (_calibrated(meta) or args.stats or args.calibration or published) else
                          {"train": "running", "per_clip": "per-clip"}.get(meta.get("norm"), meta.get("norm", "running")))
     norm = "per-clip" if norm == "per_clip" else norm
     fe = model.config.frontend

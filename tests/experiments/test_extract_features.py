@@ -247,10 +247,10 @@ def test_bad_arguments(setup, tmp_path, capsys):
 def test_calibrated_import_is_the_default_for_tagging_and_extraction(setup, tmp_path, capsys):
     """import_weights --calibrate stores dataset statistics; tag_audio and extract_features
     then use them (norm running + the stored dB reference) for single files."""
+    import dataclasses
+
     sys.path.insert(0, str(REPO / "tests" / "transfer_jax"))
     from test_weights import write_h5
-
-    import dataclasses
 
     from transfer_jax import checkpoint, frontend
     from transfer_jax.audio import fit_length, load_audio
