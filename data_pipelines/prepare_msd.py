@@ -116,8 +116,12 @@ def read_sidecar(out: pathlib.Path, plan: ShardPlan) -> dict | None:
 
 
 def _write_json(path: pathlib.Path, obj: dict) -> None:
-    data = (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
-    msd_layout._atomic_write_bytes(pathlib.Path(path), lambda f: f.write(data))
+    """Atomic: a temp file beside `path`, then os.replace (readers never see half a file)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def _fingerprint(*parts: object) -> str:

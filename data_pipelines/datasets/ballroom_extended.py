@@ -52,7 +52,8 @@ def list_examples(manual_dir: pathlib.Path) -> list[Example]:
     """All clips, label = index in CLASSES; see the module docstring for the order."""
     root = find_root(manual_dir, ["", "extendedballroom_v1.1", "ballroom_extended_2016"],
                      CLASSES[0], "Extended Ballroom tree", _EXPECTED)
-    xmls = sorted(root.glob("extendedballroom_v*.xml")) or sorted(pathlib.Path(manual_dir).glob("extendedballroom_v*.xml"))
+    pattern = "extendedballroom_v*.xml"
+    xmls = sorted(root.glob(pattern)) or sorted(pathlib.Path(manual_dir).glob(pattern))
     xml_order = _xml_order(xmls[-1]) if xmls else None  # the highest version present
     examples = []
     for label, genre in enumerate(CLASSES):

@@ -36,7 +36,8 @@ _EXPECTED = ("ROOT/{train,valid,test}/<song>.ogg + ROOT/jamendo_lab/<song>.lab, 
 def read_lab(path: pathlib.Path) -> list[tuple[float, float, int]]:
     """Segments (start s, end s, label 0 nosing / 1 sing) of a .lab file, in file order."""
     segs = []
-    for n, line in enumerate(require_file(path, "annotation").read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    text = require_file(path, "annotation").read_text(encoding="utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -95,11 +96,11 @@ class JamendoVd(AudioTaskBuilder):
     """Jamendo vocal detection: 4,086 sing/nosing segments of 93 songs; splits train/valid/test."""
 
     ORDER_CSV = "jamendo_vd.csv"
-    HOMEPAGE = "https://zenodo.org/records/2585988"
+    HOMEPAGE = "http://www.mathieuramona.com/wp/data/jamendo/"
     CITATION = ("@inproceedings{ramona2008vocal, author={Ramona, Mathieu and Richard, Gael and David, Bertrand}, "
                 "title={Vocal detection in music with support vector machines}, booktitle={ICASSP}, year={2008}}")
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-    Get the Jamendo corpus for vocal detection ({HOMEPAGE}, or Ramona's jam_*_audio.tar.gz
+    Get the Jamendo corpus for vocal detection ({HOMEPAGE}: jam_{{train,valid,test}}_audio.tar.gz
     and jam_annote.tar.gz) and extract it into manual_dir: {_EXPECTED}.
     Optional: the authors' example list `jamendo_vd.csv` in manual_dir fixes the row order.
     """

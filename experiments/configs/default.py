@@ -14,11 +14,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.compilation_cache = ""  # '' -> $TRANSFER_JAX_CACHE or ~/.cache/transfer_jax/jax
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "synthetic"  # or "msd": a prepared split_dir + audio_root
+    c.data.source = "synthetic"  # or "msd": split_dir + audio_root; or "msd_tfrecord": tfrecord_dir
     c.data.root = "data"  # where the synthetic corpus is written
     c.data.split_dir = ""  # msd: the folder of {train,valid,test}_x_*.txt, *_y.npy
     c.data.audio_root = ""  # msd: the folder of 7digital clips (3/6/36122424.clip.mp3)
     c.data.cache_dir = ""  # log-mel cache ('' -> next to split_dir)
+    c.data.tfrecord_dir = ""  # msd_tfrecord: a folder written by data_pipelines/prepare_msd.py
+    c.data.shuffle_buffer = 2048  # msd_tfrecord: records in the shuffle buffer (261 kB each at 29 s)
+    c.data.deterministic = True  # msd_tfrecord: batch order a function of (seed, epoch): exact resume
     c.data.n_train = 1200
     c.data.n_valid = 200
     c.data.n_test = 200

@@ -18,7 +18,9 @@ from data_pipelines.datasets import (ballroom_extended, emomusic, gtzan_genre, g
                                      urbansound8k)
 from data_pipelines.datasets.common import SR, AudioConfig, LayoutError
 
-_FORMATS = {".mp3": "MP3", ".au": "AU", ".ogg": "OGG", ".wav": "WAV"}
+# libsndfile decodes by content: where it cannot write MP3/OGG, WAV data under that name still reads
+_FORMATS = {ext: fmt if fmt in sf.available_formats() else "WAV"
+            for ext, fmt in {".mp3": "MP3", ".au": "AU", ".ogg": "OGG", ".wav": "WAV"}.items()}
 
 
 def write_audio(path: pathlib.Path, seconds: float = 0.2, sr: int = 22_050, freq: float = 440.0) -> None:
