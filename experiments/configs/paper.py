@@ -1,7 +1,10 @@
 """The paper's configuration: MSD tagging, 29 s inputs (96 x 1360), the paper's pools.
 
+First prepare the shards (docs/data.md), then train from them:
+
+    python data_pipelines/prepare_msd.py ...   # -> PREPARED
     python experiments/train_tagger.py --config experiments/configs/paper.py \
-        --config.data.split_dir PATH/msd_split --config.data.audio_root PATH/7digital
+        --config.data.tfrecord_dir PREPARED
 """
 import ml_collections
 
@@ -12,7 +15,7 @@ from transfer_jax.config import PAPER_POOLS
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
     c.workdir = "checkpoints/paper"
-    c.data.source = "msd"
+    c.data.source = "msd_tfrecord"
     c.frontend.n_samples = 348_000
     c.model.pools = PAPER_POOLS
     c.train.epochs = 100
