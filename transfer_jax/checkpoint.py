@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from transfer_jax.config import ModelConfig, model_config_from_dict
+from transfer_jax.config import model_config_from_dict
 from transfer_jax.model import Tagger, init_variables
 
 BEST_METRIC = "valid_roc_auc"

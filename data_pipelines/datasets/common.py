@@ -83,6 +83,17 @@ def audio_files(folder: pathlib.Path, exts: Sequence[str]) -> list[pathlib.Path]
                   key=lambda p: p.name)
 
 
+def class_folder_examples(folders: Sequence[pathlib.Path], exts: Sequence[str]) -> list[Example]:
+    """One example per audio file of each class folder; label = the folder's position."""
+    examples = []
+    for label, folder in enumerate(folders):
+        files = audio_files(folder, exts)
+        if not files:
+            raise LayoutError(f"{folder}: no {'/'.join(exts)} clips for class {label} ({folder.name})")
+        examples += [Example(p.stem, p, "train", {"label": label}) for p in files]
+    return examples
+
+
 def require_file(path: pathlib.Path, what: str) -> pathlib.Path:
     if not path.is_file():
         raise LayoutError(f"{path}: {what} missing")

@@ -13,8 +13,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from data_pipelines.datasets.common import (AudioTaskBuilder, Example, LayoutError, audio_files,
-                                            check_counts, find_root)
+from data_pipelines.datasets.common import (AudioTaskBuilder, Example, check_counts,
+                                            class_folder_examples, find_root)
 
 CLASSES: tuple[str, ...] = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal",
                             "pop", "reggae", "rock")
@@ -24,12 +24,7 @@ _EXPECTED = "ROOT/<genre>/<genre>.000NN.au for the 10 genres (blues ... rock)"
 def list_examples(manual_dir: pathlib.Path) -> list[Example]:
     """All clips, label = index in CLASSES, sorted by genre then file name."""
     root = find_root(manual_dir, ["", "genres", "gtzan_genre/genres"], CLASSES[0], "GTZAN genre tree", _EXPECTED)
-    examples = []
-    for label, genre in enumerate(CLASSES):
-        files = audio_files(root / genre, (".au", ".wav"))
-        if not files:
-            raise LayoutError(f"{root / genre}: no .au/.wav clips for genre {genre}")
-        examples += [Example(p.stem, p, "train", {"label": label}) for p in files]
+    examples = class_folder_examples([root / genre for genre in CLASSES], (".au", ".wav"))
     return check_counts(examples, root, "GTZAN clips")
 
 

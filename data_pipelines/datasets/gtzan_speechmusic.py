@@ -13,8 +13,8 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from data_pipelines.datasets.common import (AudioTaskBuilder, Example, LayoutError, audio_files,
-                                            check_counts, find_root)
+from data_pipelines.datasets.common import (AudioTaskBuilder, Example, check_counts,
+                                            class_folder_examples, find_root)
 
 CLASSES: tuple[str, ...] = ("music", "speech")
 _EXPECTED = "ROOT/music_wav/*.wav and ROOT/speech_wav/*.wav"
@@ -23,12 +23,7 @@ _EXPECTED = "ROOT/music_wav/*.wav and ROOT/speech_wav/*.wav"
 def list_examples(manual_dir: pathlib.Path) -> list[Example]:
     root = find_root(manual_dir, ["", "music_speech", "gtzan_music_speech/music_speech"], "music_wav",
                      "GTZAN music/speech tree", _EXPECTED)
-    examples = []
-    for label, name in enumerate(CLASSES):
-        files = audio_files(root / f"{name}_wav", (".wav", ".au"))
-        if not files:
-            raise LayoutError(f"{root / f'{name}_wav'}: no .wav clips")
-        examples += [Example(p.stem, p, "train", {"label": label}) for p in files]
+    examples = class_folder_examples([root / f"{name}_wav" for name in CLASSES], (".wav", ".au"))
     return check_counts(examples, root, "music/speech clips")
 
 

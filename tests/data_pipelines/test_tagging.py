@@ -1,5 +1,4 @@
 import numpy as np
-import soundfile as sf
 
 from data_pipelines import msd_layout, synthetic, tagging
 from transfer_jax import frontend

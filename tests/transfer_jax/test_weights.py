@@ -18,7 +18,6 @@ Everything in float64, so the differences measure the JAX float32 path.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import h5py
