@@ -19,14 +19,17 @@ test-fold size (accuracy: total correct / N), or plainly averaged with iid=False
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import ParameterGrid
 from sklearn.svm import SVC, SVR
 
+from transfer_jax import linear_svm
 from transfer_jax.folds import Folds
 
 TASK_TYPES = ("classification", "regression")
@@ -38,12 +41,14 @@ class GridScores:
     """Scores of every setting of a grid on every fold.
 
     settings: the grid in ParameterGrid order (GridSearchCV's candidate order);
-    fold_scores: (n_settings, n_folds) accuracy or R^2; fold_sizes: (n_folds,) test sizes.
+    fold_scores: (n_settings, n_folds) accuracy or R^2; fold_sizes: (n_folds,) test sizes;
+    exact_fits: where libsvm was replaced by the exact linear solver (see fold_scores).
     """
 
     settings: list[dict[str, Any]]
     fold_scores: np.ndarray
     fold_sizes: np.ndarray
+    exact_fits: np.ndarray | None = None  # (n_settings, n_folds): linear fits by the exact solver
 
     def mean_scores(self, iid: bool = True) -> np.ndarray:
         """Per-setting CV score: fold-size weighted (iid=True, 0.18's default) or plain mean."""
@@ -114,10 +119,16 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _score(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def score_predictions(task_type: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Accuracy (classification) or R^2 (regression)."""
     if task_type == "classification":
         return float(np.mean(y_true == y_pred))
     return float(r2_score(y_true, y_pred))
+
+
+# libsvm iterations per binary problem before a linear-kernel fit is handed to the exact
+# primal solver (transfer_jax.linear_svm): a few seconds of SMO on a 1,000-sample problem.
+LIBSVM_MAX_ITER = 3_000_000
 
 
 def _model(task_type: str, C: float, **svm_kwargs):
@@ -130,46 +141,80 @@ def _kernel_blocks(key: tuple[str, float | None], G: np.ndarray, D: np.ndarray |
     return G if kind == "linear" else np.exp(-gamma * D)
 
 
+def _fit_predict_linear_exact(task_type: str, C: float, X_train, y_train, X_test, svm_kwargs):
+    if task_type == "classification":
+        return linear_svm.LinearSVC(C=C).fit(X_train, y_train).predict(X_test)
+    eps = float(svm_kwargs.get("epsilon", 0.1))
+    return linear_svm.LinearSVR(C=C, epsilon=eps).fit(X_train, y_train).predict(X_test)
+
+
+def _fit_predict(task_type: str, C: float, K_train, y_train, K_test, svm_kwargs, max_iter: int):
+    """libsvm on a precomputed kernel; None when it stopped at max_iter (not converged)."""
+    model = _model(task_type, C, max_iter=max_iter, **svm_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(K_train, y_train)
+    if model.fit_status_ != 0:
+        return None
+    return model.predict(K_test)
+
+
 def fold_scores(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                 settings: list[dict[str, Any]], *, task_type: str, scale: bool = False,
                 svm_kwargs: dict | None = None, full: tuple[np.ndarray, np.ndarray] | None = None,
-                ) -> np.ndarray:
-    """Score every setting trained on `train`, tested on `test`: (n_settings,).
+                max_iter: int = LIBSVM_MAX_ITER, slow: dict | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Score every setting trained on `train`, tested on `test`.
 
-    full=(G, D) passes Gram and squared-distance matrices over all rows (valid only
-    without scaling), sliced instead of recomputed.
+    Returns (scores (n_settings,), exact (n_settings,) bool: True where the linear
+    kernel was solved by the exact primal solver because libsvm hit max_iter). C values
+    are fitted in increasing order; once libsvm hits max_iter for a linear C, larger
+    C values go to the exact solver directly (they only converge slower); `slow`
+    ({kernel key: smallest such C}) carries that knowledge across folds.
+    full=(G, D): Gram and squared-distance matrices over all rows, sliced instead of
+    recomputed (only without scaling).
     """
     svm_kwargs = svm_kwargs or {}
+    slow = {} if slow is None else slow
     n_features = X.shape[1]
     rows = np.concatenate([train, test])
     if full is not None and not scale:
+        Xtr, Xte = X[train], X[test]
         G = full[0][np.ix_(rows, train)]
         D = full[1][np.ix_(rows, train)]
     else:
-        Xtr, Xall = (standardize(X[train], X[rows]) if scale else (X[train], X[rows]))
+        Xtr, Xte = standardize(X[train], X[test]) if scale else (X[train], X[test])
+        Xall = np.concatenate([Xtr, Xte])
         G = gram(Xall, Xtr)
         D = squared_distances(Xall, Xtr, G)
     keys = [kernel_key(s, n_features) for s in settings]
     out = np.empty(len(settings))
+    exact = np.zeros(len(settings), dtype=bool)
     n_train = len(train)
     for key in dict.fromkeys(keys):
         K = _kernel_blocks(key, G, D)
         K_train, K_test = K[:n_train], K[n_train:]
-        done: dict[float, float] = {}
+        Cs = sorted({float(s.get("C", 1.0)) for s, k in zip(settings, keys) if k == key})
+        done: dict[float, tuple[float, bool]] = {}
+        for C in Cs:
+            pred = None
+            if not (key[0] == "linear" and C >= slow.get(key, np.inf)):
+                pred = _fit_predict(task_type, C, K_train, y[train], K_test, svm_kwargs,
+                                    max_iter if key[0] == "linear" else -1)
+            used_exact = pred is None
+            if used_exact:
+                slow[key] = min(C, slow.get(key, np.inf))
+                pred = _fit_predict_linear_exact(task_type, C, Xtr, y[train], Xte, svm_kwargs)
+            done[C] = (score_predictions(task_type, y[test], pred), used_exact)
         for i, (s, k) in enumerate(zip(settings, keys)):
-            if k != key:
-                continue
-            C = float(s.get("C", 1.0))
-            if C not in done:
-                model = _model(task_type, C, **svm_kwargs).fit(K_train, y[train])
-                done[C] = _score(task_type, y[test], model.predict(K_test))
-            out[i] = done[C]
-    return out
+            if k == key:
+                out[i], exact[i] = done[float(s.get("C", 1.0))]
+    return out, exact
 
 
 def grid_scores(X: np.ndarray, y: np.ndarray, folds: Folds, grid: Grid, *,
                 task_type: str = "classification", scale: bool = False,
-                svm_kwargs: dict | None = None) -> GridScores:
+                svm_kwargs: dict | None = None, max_iter: int = LIBSVM_MAX_ITER) -> GridScores:
     """Every setting of `grid` on every fold, with kernels shared as the module explains."""
     if task_type not in TASK_TYPES:
         raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
@@ -179,20 +224,28 @@ def grid_scores(X: np.ndarray, y: np.ndarray, folds: Folds, grid: Grid, *,
     if not scale:
         G = gram(X)
         full = (G, squared_distances(X, X, G))
-    scores = np.stack([fold_scores(X, y, tr, te, settings, task_type=task_type, scale=scale,
-                                   svm_kwargs=svm_kwargs, full=full) for tr, te in folds], axis=1)
-    return GridScores(settings, scores, np.array([len(te) for _, te in folds]))
+    slow: dict = {}
+    per_fold = [fold_scores(X, y, tr, te, settings, task_type=task_type, scale=scale,
+                            svm_kwargs=svm_kwargs, full=full, max_iter=max_iter, slow=slow)
+                for tr, te in folds]
+    return GridScores(settings, np.stack([p[0] for p in per_fold], axis=1),
+                      np.array([len(te) for _, te in folds]),
+                      np.stack([p[1] for p in per_fold], axis=1))
 
 
 def fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                 setting: dict[str, Any], *, task_type: str, scale: bool = False,
-                svm_kwargs: dict | None = None) -> np.ndarray:
+                svm_kwargs: dict | None = None, max_iter: int = LIBSVM_MAX_ITER) -> np.ndarray:
     """Fit one setting on `train` and predict `test` (the refit step of nested CV)."""
     Xtr, Xte = standardize(X[train], X[test]) if scale else (X[train], X[test])
     key = kernel_key(setting, X.shape[1])
-    G = gram(np.concatenate([Xtr, Xte]), Xtr)
-    D = squared_distances(np.concatenate([Xtr, Xte]), Xtr, G) if key[0] == "rbf" else None
-    K = _kernel_blocks(key, G, D)
-    model = _model(task_type, float(setting.get("C", 1.0)), **(svm_kwargs or {}))
-    model.fit(K[: len(train)], y[train])
-    return model.predict(K[len(train):])
+    Xall = np.concatenate([Xtr, Xte])
+    G = gram(Xall, Xtr)
+    K = _kernel_blocks(key, G, squared_distances(Xall, Xtr, G) if key[0] == "rbf" else None)
+    C = float(setting.get("C", 1.0))
+    svm_kwargs = svm_kwargs or {}
+    pred = _fit_predict(task_type, C, K[: len(train)], y[train], K[len(train):], svm_kwargs,
+                        max_iter if key[0] == "linear" else -1)
+    if pred is None:
+        pred = _fit_predict_linear_exact(task_type, C, Xtr, y[train], Xte, svm_kwargs)
+    return pred
