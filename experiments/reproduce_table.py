@@ -59,7 +59,7 @@ def compare(results: pd.DataFrame, refs: dict[str, float]) -> pd.DataFrame:
 
 def table_markdown(comparisons: dict[str, pd.DataFrame], seconds: dict[str, float]) -> str:
     """Summary per task (matched, max |diff|, time) and every compared score."""
-    lines = ["| task | compared | within 0.005 | max abs diff | exact-solver linear fits | time (s) |",
+    lines = ["| task | compared | within 0.005 | max abs diff | exact-solver linear fits | wall time of this run (s; 0 = cached) |",
              "|---|---|---|---|---|---|"]
     for task, df in comparisons.items():
         m = df.dropna(subset=["authors"])
