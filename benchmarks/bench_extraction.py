@@ -16,10 +16,13 @@ Sections:
 - env: machine, sgemm peak (numpy float32 on CPU, jnp on accelerators), the convnet's
   FLOPs per clip (counted and XLA's cost analysis) and the compute roofline in clips/s;
 - forward: log-mel -> 5 layer features, clips/s per batch size: JAX as in the library
-  (`extraction.features_from_mel`: vmap), JAX proposed (benchmarks/optimized.py), JAX
-  bf16, tf.keras (graph; XLA), torch (channels_last); audio -> features (mel fused);
-  max abs feature difference of each against JAX fp32;
-- train: train-step clips/s at the paper's input size, JAX (library step) vs tf.keras vs torch;
+  (`extraction.features_from_mel`: pool-first, lax.map on CPU / vmap on GPU), the plain
+  Flax "before" (benchmarks/plain_flax.py: vmap of `model.apply`), the library in bf16,
+  tf.keras (graph; XLA), torch (channels_last); audio -> features (mel fused); the
+  log-mel alone (library framing vs gathered frames); max abs feature difference of
+  each against the library in fp32;
+- train: train-step clips/s at the paper's input size, JAX (library step, reshape
+  max-pool) vs the same step with flax's max-pool vs tf.keras vs torch;
 - hear: `transfer_jax.hear` timestamp embeddings (windows/s) and scene embeddings;
 - e2e: files -> features: decode + resample (`audio.load_audio`) vs log-mel vs convnet
   shares, and the library's `extract_files` wall clock, on real mp3s (the anchors,
@@ -41,7 +44,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import optimized  # noqa: E402  (before jax: the allocator setting must come first)
 
 ANCHOR_AUDIO = pathlib.Path(__file__).resolve().parents[2] / "shared" / "anchors" / "choi2017" / "audio"
 
@@ -50,10 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", default="env,forward,train,e2e,hear")
     p.add_argument("--batches", default="1,8,32", help="forward batch sizes")
-    p.add_argument("--train-batch", type=int, default=32)
+    p.add_argument("--train-batches", default="32", help="train-step batch sizes")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
-                   help="glibc malloc: tuned (benchmarks/optimized.tune_allocator) or default")
+                   help="glibc malloc: tuned (runtime.tune_malloc) or default")
     p.add_argument("--e2e-files", type=int, default=16, help="files per e2e set")
     p.add_argument("--frameworks", default="jax,keras,torch")
     p.add_argument("--out", default="")
@@ -61,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 ARGS = parse_args()
-ALLOCATOR_TUNED = optimized.tune_allocator() if ARGS.allocator == "tuned" else False
+from transfer_jax import runtime  # noqa: E402
+
+ALLOCATOR_TUNED = runtime.tune_malloc() if ARGS.allocator == "tuned" else False
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -71,6 +75,8 @@ from transfer_jax import audio as audio_lib  # noqa: E402
 from transfer_jax import extraction, frontend, train  # noqa: E402
 from transfer_jax.config import ModelConfig  # noqa: E402
 from transfer_jax.model import Tagger, init_variables  # noqa: E402
+
+import plain_flax  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -226,7 +232,6 @@ def section_forward(config: ModelConfig) -> None:
     k_graph = bk.forward_fn(keras_model, jit_compile=False) if keras_model else None
     k_xla = bk.forward_fn(keras_model, jit_compile=True) if keras_model else None
     t_fwd = bt.forward_fn(torch_model) if torch_model else None
-    mb = optimized.default_micro_batch()
     for b in [int(s) for s in ARGS.batches.split(",")]:
         mel, waves = test_mels(b, config)
         ref = np.asarray(extraction.features_from_mel(run, v, mel))
@@ -235,10 +240,10 @@ def section_forward(config: ModelConfig) -> None:
             return float(np.max(np.abs(np.asarray(block(out), np.float32) - ref)))
 
         impls = {
-            "JAX library (features_from_mel, vmap), running": lambda: extraction.features_from_mel(run, v, mel),
-            f"JAX proposed (pool-first, lax.map {mb}), running": lambda: optimized.features_from_mel(run, v, mel, mb),
-            f"JAX proposed bf16, running": lambda: optimized.features_from_mel(
-                run, v_bf16, mel.astype(jnp.bfloat16), mb),
+            "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
+            "JAX plain Flax (vmap of model.apply), running": lambda: plain_flax.features_from_mel(run, v, mel),
+            "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
+                run, v_bf16, mel.astype(jnp.bfloat16)),
         }
         if k_graph:
             impls["tf.keras (tf.function graph), running"] = lambda: k_graph(mel)
@@ -248,27 +253,32 @@ def section_forward(config: ModelConfig) -> None:
         for name, fn in impls.items():
             record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
-        mask = np.ones((b, 1), np.float32)
-        pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves[:, None], mask))
-        for name, fn in {
-            "JAX library audio->features (features_from_audio), per_clip":
-                lambda: extraction.features_from_audio(per_clip, v, waves[:, None], mask),
-            "JAX proposed audio->features (fused, lax.map), per_clip":
-                lambda: optimized.features_from_audio(per_clip, v, waves, "clip", mb),
-            "JAX log-mel only (frontend.log_mel_jit)": lambda: frontend.log_mel_jit(waves, config.frontend, "clip"),
-        }.items():
-            out = np.asarray(block(fn()))
-            d = float(np.max(np.abs(out - pc_ref))) if out.shape == pc_ref.shape else None
-            record("forward", name, b, timed(fn, ARGS.repeats),
-                   **({"max_abs_diff": round(d, 6)} if d is not None else {}))
+        pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
+        mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
+        plain_mel = jax.jit(plain_flax.log_mel, static_argnames=("cfg", "ref"))
+        for name, fn, want in (
+            ("JAX library audio->features (extraction.features_from_audio), per_clip",
+             lambda: extraction.features_from_audio(per_clip, v, waves), pc_ref),
+            ("JAX plain Flax audio->features (gathered mel, vmap of apply), per_clip",
+             lambda: plain_flax.features_from_audio(per_clip, v, waves), pc_ref),
+            ("JAX log-mel only (frontend.log_mel_jit)", lambda: frontend.log_mel_jit(waves, config.frontend, "clip"),
+             mel_ref),
+            ("JAX log-mel only, gathered frames (before)", lambda: plain_mel(waves, config.frontend, "clip"), mel_ref),
+        ):
+            d = float(np.max(np.abs(np.asarray(block(fn())) - want)))
+            record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(d, 6))
 
 
 def section_train(config: ModelConfig) -> None:
-    b = ARGS.train_batch
+    for b in [int(s) for s in ARGS.train_batches.split(",")]:
+        train_batch(config, b)
+
+
+def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
-    for name, patch in (("JAX library train step (jit, Adam)", contextlib.nullcontext),
-                        ("JAX train step, max-pool as reshape (proposed)", optimized.patched_max_pool)):
+    for name, patch in (("JAX library train step (jit, Adam, reshape max-pool)", contextlib.nullcontext),
+                        ("JAX train step with flax max_pool (before)", plain_flax.flax_max_pool)):
         with patch():
             model = Tagger(config, norm="train")
             tx = train.make_optimizer(1e-3)
@@ -317,7 +327,6 @@ def generated_wavs(folder: pathlib.Path, n: int, seconds: float = 30.0, sr: int 
 
 def e2e_set(name: str, paths: list[str], model: Tagger, v: dict, batch: int = 16) -> None:
     fe = model.config.frontend
-    mb = optimized.default_micro_batch()
     # stages one after another, single process: the shares of the work
     t0 = time.perf_counter()
     waves = np.stack([audio_lib.fit_length(audio_lib.load_audio(p, fe.sample_rate), fe.n_samples, "tile")
@@ -329,36 +338,17 @@ def e2e_set(name: str, paths: list[str], model: Tagger, v: dict, batch: int = 16
     t_mel = timed(lambda: [frontend.log_mel_jit(c, fe, "clip") for c in chunks], 1)
     mels = [frontend.log_mel_jit(c, fe, "clip") for c in chunks]
     t_conv = timed(lambda: [extraction.features_from_mel(model, v, m) for m in mels], 1)
-    t_conv_opt = timed(lambda: [optimized.features_from_mel(model, v, m, mb) for m in mels], 1)
+    t_conv_plain = timed(lambda: [plain_flax.features_from_mel(model, v, m) for m in mels], 1)
     total = t_decode + t_mel + t_conv
     record("e2e", f"{name}: decode + resample (load_audio, 1 thread)", n, t_decode,
            share=round(t_decode / total, 3))
     record("e2e", f"{name}: log-mel (log_mel_jit)", n, t_mel, share=round(t_mel / total, 3))
-    record("e2e", f"{name}: convnet (library, vmap)", n, t_conv, share=round(t_conv / total, 3))
-    record("e2e", f"{name}: convnet (proposed)", n, t_conv_opt)
+    record("e2e", f"{name}: convnet (library)", n, t_conv, share=round(t_conv / total, 3))
+    record("e2e", f"{name}: convnet (plain Flax, before)", n, t_conv_plain)
     # the library end to end: threads decode ahead of the jitted extraction
     extraction.extract_files(v, paths[:batch], model=model, batch_size=batch)  # compile
     record("e2e", f"{name}: extract_files (library, wall clock)", n,
            timed(lambda: extraction.extract_files(v, paths, model=model, batch_size=batch), 1))
-    record("e2e", f"{name}: decode threads + proposed forward (wall clock)", n,
-           timed(lambda: proposed_files(v, paths, model, batch), 1))
-
-
-def proposed_files(v: dict, paths: list[str], model: Tagger, batch: int) -> np.ndarray:
-    """Files -> features (first input of each): decode threads (load_many) ahead of the
-    proposed fused, micro-batched forward; one compilation (ragged last batch padded)."""
-    fe = model.config.frontend
-    mb = optimized.default_micro_batch()
-    out, x, idx = [], np.zeros((batch, fe.n_samples), np.float32), 0
-    for _, w in extraction.load_many(paths, fe.sample_rate):
-        x[idx] = audio_lib.fit_length(w, fe.n_samples, "tile")
-        idx += 1
-        if idx == batch:
-            out.append(optimized.features_from_audio(model, v, x, "clip", mb))
-            x, idx = np.zeros_like(x), 0
-    if idx:
-        out.append(optimized.features_from_audio(model, v, x, "clip", mb)[:idx])
-    return np.concatenate([np.asarray(o) for o in out])
 
 
 def section_e2e(config: ModelConfig) -> None:

@@ -8,7 +8,8 @@ tagger checkpoint (random weights, per-clip normalisation) into a temporary fold
 /tmp (removed afterwards), runs the real script on them as a child process (chunked and
 resumable, decoding threads ahead of the jitted model) and reports wall-clock files/s and
 the child's peak RSS. `--tunables` runs the child with glibc malloc tunables equivalent to
-benchmarks/optimized.tune_allocator (no code change needed for users).
+`transfer_jax.runtime.tune_malloc`, which extract_features.py now applies itself
+(`--no-tune-malloc` turns it off).
 """
 from __future__ import annotations
 

@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                              "a multiple of --batch-size)")
     parser.add_argument("--root", default=None, help="directory relative list paths are taken from")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-tune-malloc", action="store_true",
+                        help="keep glibc malloc's defaults (tuned by default: ~1.4x files/s, "
+                             "higher peak RSS; docs/benchmarks.md)")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.chunk_size < 1:
         parser.error("--batch-size and --chunk-size must be at least 1")
@@ -215,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notes
+    if not args.no_tune_malloc:
+        runtime.tune_malloc()
     runtime.enable_compilation_cache()
     out = pathlib.Path(args.out)
     if out.is_dir():

@@ -5,8 +5,8 @@ Audio longer than one model input (29 s by default) is cut into consecutive segm
 segments, with "first" only the first segment is used (the original extractor). Audio
 shorter than one input is tiled or zero-padded (`FrontendConfig.short_policy`).
 
-Per-example normalisation modes ("per_clip", "running") run as
-`jit(vmap(vmap(segment_features)))` over clips and segments (`features_from_audio`);
+Per-example normalisation modes ("per_clip", "running") run the log-mel and
+`inference.clip_features` per segment inside one jitted call (`features_from_audio`);
 `extract` streams all segments through it in fixed-size batches (memory bounded by
 `batch_size` segments, one compilation) and averages them back per clip on the host. "batch" mode couples the
 clips of a batch, so it runs the batch through the model as one tensor instead, in the
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transfer_jax import audio as audio_lib
-from transfer_jax import frontend
+from transfer_jax import frontend, inference
 from transfer_jax.model import Tagger
 
 Layers = str | Sequence[int] | None
@@ -68,29 +68,38 @@ def _default_ref(norm: str) -> frontend.Ref:
     return "batch" if norm == "batch" else "clip"
 
 
-@functools.partial(jax.jit, static_argnames=("model", "ref"))
-def features_from_audio(model: Tagger, variables: dict, segments: jax.Array,
-                        mask: jax.Array, ref: frontend.Ref = "clip") -> jax.Array:
-    """Per-example modes. segments: (n_clips, n_segments, n_samples), mask:
-    (n_clips, n_segments) 1 for real segments -> (n_clips, n_layers, channels),
-    the mean over each clip's real segments."""
+def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: frontend.Ref = "clip",
+                        micro_batch: int | None = None) -> jax.Array:
+    """Per-example modes, log-mel fused in. waves: (batch, n_samples) -> (batch, n_layers,
+    channels). `micro_batch`: see `inference.map_examples` (None: the backend's default)."""
+    mb = inference.default_micro_batch() if micro_batch is None else micro_batch
+    return _features_from_audio(model, variables, jnp.asarray(waves, jnp.float32), ref, mb)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch"))
+def _features_from_audio(model, variables, waves, ref, micro_batch):
     cfg = model.config.frontend
 
     def one(wave):  # (n_samples,) -> (n_layers, channels)
-        mel = frontend.log_mel(wave[None], cfg, ref)
-        return model.apply(variables, mel)[1][0]
+        return inference.clip_features(model, variables, frontend.log_mel(wave[None], cfg, ref)[0])
 
-    feats = jax.vmap(jax.vmap(one))(segments)  # (n_clips, n_segments, L, C)
-    w = mask.astype(feats.dtype)[..., None, None]
-    return (feats * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+    return inference.map_examples(one, waves, micro_batch)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def features_from_mel(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+def features_from_mel(model: Tagger, variables: dict, mel: jax.Array,
+                      micro_batch: int | None = None) -> jax.Array:
     """mel: (batch, n_mels, frames) log-mel in dB -> (batch, n_layers, channels)."""
-    if model.norm == "batch":
+    mb = inference.default_micro_batch() if micro_batch is None else micro_batch
+    mel = jnp.asarray(mel)  # float32, or bfloat16 with bfloat16 variables
+    return _features_from_mel(model, variables, mel if jnp.issubdtype(mel.dtype, jnp.floating)
+                              else mel.astype(jnp.float32), mb)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "micro_batch"))
+def _features_from_mel(model, variables, mel, micro_batch):
+    if model.norm not in inference.PER_EXAMPLE_NORMS:  # "batch" couples the batch
         return model.apply(variables, mel)[1]
-    return jax.vmap(lambda m: model.apply(variables, m[None])[1][0])(mel)
+    return inference.map_examples(lambda m: inference.clip_features(model, variables, m), mel, micro_batch)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "ref"))
@@ -163,10 +172,9 @@ def _extract_per_example(model, variables, segs, ref, batch_size) -> np.ndarray:
         out = []
         for i in range(0, len(flat), batch_size):
             chunk = flat[i:i + batch_size]
-            x = np.zeros((batch_size, 1, flat.shape[-1]), np.float32)
-            x[: len(chunk), 0] = chunk
-            mask = (np.arange(batch_size) < len(chunk)).astype(np.float32)[:, None]
-            out.append(np.asarray(features_from_audio(model, variables, x, mask, ref))[: len(chunk)])
+            x = np.zeros((batch_size, flat.shape[-1]), np.float32)
+            x[: len(chunk)] = chunk
+            out.append(np.asarray(features_from_audio(model, variables, x, ref))[: len(chunk)])
         return np.concatenate(out)
 
     return _mean_per_clip(segs, run)
@@ -180,12 +188,18 @@ def _extract_batch_mode(model, variables, segs, ref, batch_size) -> np.ndarray:
         for i in range(0, len(flat), batch_size)]))
 
 
-def load_many(paths: Sequence, sr: int, workers: int | None = None):
-    """Decodes files in parallel threads, yielding (index, waveform or AudioError) in order."""
+def load_many(paths: Sequence, sr: int, workers: int | None = None, stream_over_s: float | None = None):
+    """Decodes files in parallel threads, yielding (index, waveform or AudioError) in order;
+    a file longer than `stream_over_s` seconds is not decoded: its path is yielded as a
+    `Streamed` for the caller to stream (`streaming.stream_features`)."""
     import concurrent.futures as cf
     import os
 
+    from transfer_jax import streaming
+
     def load(p):
+        if stream_over_s is not None and (streaming.audio_seconds(p, sr) or 0.0) > stream_over_s:
+            return Streamed(str(p))
         try:
             return audio_lib.load_audio(p, sr)
         except audio_lib.AudioError as e:
@@ -195,21 +209,39 @@ def load_many(paths: Sequence, sr: int, workers: int | None = None):
         yield from enumerate(pool.map(load, paths))
 
 
+class Streamed(str):
+    """A file path `load_many` left undecoded because the file is long."""
+
+
+STREAM_OVER_S = 600.0
+
+
 def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = None,
-                  batch_size: int = 16, progress: bool = False, **kwargs):
+                  batch_size: int = 16, progress: bool = False,
+                  stream_over_s: float | None = STREAM_OVER_S, **kwargs):
     """Features of audio files: ((n_files, n_layers, channels), failures).
 
     Decoding runs in threads ahead of the device. A file that cannot be used gets a NaN
     row and a (path, reason) entry in `failures`; the others are unaffected (except in
     "batch" norm mode, where batches are formed from the good files in order).
+    kwargs: `extract`'s norm, ref, long_policy, short_policy.
+
+    Memory: files longer than `stream_over_s` (default 10 minutes) are streamed in blocks
+    (`streaming.stream_features`, same features) instead of decoded whole, so memory
+    stays bounded by 4 x batch_size decoded inputs of at most that length, whatever the
+    files' lengths (None: decode everything; "batch" norm never streams).
     """
     from tqdm.auto import tqdm
+
+    from transfer_jax import streaming
 
     model = model or Tagger()
     cfg = model.config
     feats = np.full((len(paths), cfg.n_layers, cfg.channels), np.nan, np.float32)
     failures: list[tuple[str, str]] = []
     pending: list[tuple[int, np.ndarray]] = []
+    batch_norm = kwargs.get("norm") or model.norm
+    per_example = batch_norm not in ("batch", "train")
 
     def flush():
         if pending:
@@ -218,11 +250,23 @@ def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = No
                                  batch_size=batch_size, **kwargs)
             pending.clear()
 
+    def stream(path: str) -> np.ndarray:
+        m = model.clone(norm=kwargs["norm"]) if kwargs.get("norm") else model
+        return streaming.stream_features(
+            variables, path, model=m, ref=kwargs.get("ref"), batch_size=batch_size,
+            short_policy=kwargs.get("short_policy"),
+            max_inputs=1 if kwargs.get("long_policy") == "first" else None)
+
     # batch mode needs all good files in one pass to keep the given batching
-    chunk = len(paths) if kwargs.get("norm", model.norm) == "batch" else 4 * batch_size
-    for i, w in tqdm(load_many(paths, cfg.frontend.sample_rate), total=len(paths),
-                     desc="extract", disable=not progress):
-        if isinstance(w, audio_lib.AudioError):
+    chunk = 4 * batch_size if per_example else len(paths)
+    loaded = load_many(paths, cfg.frontend.sample_rate, stream_over_s=stream_over_s if per_example else None)
+    for i, w in tqdm(loaded, total=len(paths), desc="extract", disable=not progress):
+        if isinstance(w, Streamed):
+            try:
+                feats[i] = stream(w)
+            except audio_lib.AudioError as e:
+                failures.append((e.path, e.problem))
+        elif isinstance(w, audio_lib.AudioError):
             failures.append((w.path, w.problem))
         else:
             pending.append((i, w))

@@ -57,8 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transfer_jax import frontend
-from transfer_jax.extraction import extract
+from transfer_jax import frontend, inference
+from transfer_jax.extraction import extract, features_from_mel
 from transfer_jax.model import Tagger
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -117,12 +117,6 @@ def _tf_model_class() -> type | None:
     return type("HearModel", (HearModel, tf.Module), {"__module__": __name__})
 
 
-def default_micro_batch() -> int:
-    """2 on CPU (measured: a per-example loop keeps activations in cache and beats vmap
-    ~2x on 2 cores, docs/benchmarks.md), 0 (vmap) on accelerators."""
-    return 2 if jax.default_backend() == "cpu" else 0
-
-
 def inference_mode(norm: str, metadata: dict) -> tuple[str, frontend.Ref]:
     """(norm, dB reference) for embeddings from a checkpoint's stored `norm` and metadata.
     Batch-dependent modes become per-clip; a stored numeric `db_ref` is used with
@@ -149,7 +143,7 @@ def make_model(model: Tagger, variables: dict, *, sample_rate: int = HEAR_SAMPLE
     if hop < 1:
         raise ValueError(f"max_hop_ms {max_hop_ms} is below one STFT hop ({frame_ms:.2f} ms)")
     embedder = Embedder(model, variables, ref, hop, batch_size,
-                        default_micro_batch() if micro_batch is None else micro_batch)
+                        inference.default_micro_batch() if micro_batch is None else micro_batch)
     cls = (_tf_model_class() if tf_module else None) or HearModel
     return cls(embedder, sample_rate)
 
@@ -275,17 +269,6 @@ def gather_windows(db: jax.Array, sound: jax.Array, start: jax.Array, ref: jax.A
     return jax.vmap(one)(sound, start)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "micro_batch"))
-def forward_mels(model: Tagger, variables: dict, mels: jax.Array, micro_batch: int = 0) -> jax.Array:
-    """Per-example forward. mels: (B, n_mels, frames) -> (B, n_layers * channels)."""
-    def one(m):
-        return model.apply(variables, m[None])[1][0].reshape(-1)
-
-    if micro_batch > 0:
-        return jax.lax.map(one, mels, batch_size=micro_batch)
-    return jax.vmap(one)(mels)
-
-
 def timestamp_embeddings(embedder: Embedder, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x: (n_sounds, n_samples) at the model's rate -> (embeddings (n_sounds, T, D) float32,
     timestamps (n_sounds, T) ms float32). Memory: the sounds' log-mels plus one batch."""
@@ -306,7 +289,7 @@ def timestamp_embeddings(embedder: Embedder, x: np.ndarray) -> tuple[np.ndarray,
         s, t = np.zeros(b, np.int32), np.zeros(b, np.int32)
         s[: len(sound[i:i + b])], t[: len(start[i:i + b])] = sound[i:i + b], start[i:i + b]
         mels = gather_windows(db, s, t, ref, w, clip_ref, float(fe.top_db))
-        feats = forward_mels(embedder.model, embedder.variables, mels, embedder.micro_batch)
+        feats = features_from_mel(embedder.model, embedder.variables, mels, embedder.micro_batch)
         if pending is not None:  # the host copy of the previous batch overlaps this one
             out.append(np.asarray(pending))
         pending = feats

@@ -1,8 +1,10 @@
-"""Process-level setup shared by the scripts: compilation cache and multi-host start."""
+"""Process-level setup shared by the scripts: compilation cache, malloc, multi-host start."""
 from __future__ import annotations
 
+import ctypes
 import os
 import pathlib
+import platform
 
 import jax
 
@@ -30,3 +32,25 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
     """
     if coordinator_address:
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def tune_malloc() -> bool:
+    """glibc: keep freed memory for reuse (no mmap for big blocks, no trimming, one arena).
+
+    XLA on CPU allocates its large per-call buffers afresh; with glibc's defaults each one
+    is mmapped and page-faulted in again (measured: ~0.3 s per 535 MB buffer on a 2-core
+    VM), which costs up to 40 % of extraction time. With this the peak RSS stays at its
+    high-water mark instead. Process-wide; call it early in a script, never in a library.
+    Returns whether it was applied (False off glibc).
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(k, v) == 1 for k, v in
+                   ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30)))
+    except (OSError, AttributeError):
+        return False

@@ -23,6 +23,7 @@ file with `audio.load_audio` (librosa/audioread), which is not bounded.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,21 @@ from transfer_jax import frontend
 from transfer_jax.model import Tagger
 
 BLOCK_FRAMES = 65_536
+
+
+def audio_seconds(path: str | os.PathLike, npy_rate: int) -> float | None:
+    """A file's duration from its header (soundfile) or shape (.npy at `npy_rate`), without
+    decoding it; None when neither can tell (unreadable, or a format soundfile lacks)."""
+    import soundfile as sf
+
+    path = pathlib.Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False).shape[-1] / npy_rate
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.frames > 0 else None
+    except Exception:  # noqa: BLE001 - the decoder proper reports what is wrong
+        return None
 
 
 def decoded_blocks(path: str | os.PathLike, target_rate: int, block_frames: int = BLOCK_FRAMES
@@ -159,10 +175,11 @@ def _batches(inputs: Iterable[np.ndarray], batch_size: int, n_samples: int
 def stream_features(variables: dict, path: str | os.PathLike, *, model: Tagger | None = None,
                     ref: frontend.Ref | None = None, batch_size: int = 16,
                     short_policy: str | None = None, block_frames: int = BLOCK_FRAMES,
-                    progress: bool = False) -> np.ndarray:
+                    max_inputs: int | None = None, progress: bool = False) -> np.ndarray:
     """(n_layers, channels) float32: the mean of the features of a file's consecutive model
-    inputs, streamed (see the module docstring for the memory bound). Norm modes as
-    `extract`: per-example modes batch-independent, "batch" over consecutive inputs."""
+    inputs, streamed (see the module docstring for the memory bound); the first
+    `max_inputs` only, when given (1: `long_policy="first"`). Norm modes as `extract`:
+    per-example modes batch-independent, "batch" over consecutive inputs."""
     from tqdm.auto import tqdm
 
     from transfer_jax.extraction import _default_ref, features_batch_mode, features_from_audio
@@ -176,15 +193,16 @@ def stream_features(variables: dict, path: str | os.PathLike, *, model: Tagger |
     expected = None if frames is None else max(1, int(frames * fe.sample_rate / (rate or fe.sample_rate)) // fe.n_samples)
     inputs = segments(resampled(blocks, rate, fe.sample_rate), fe.n_samples,
                       short_policy or fe.short_policy, path)
+    if max_inputs is not None:
+        inputs = itertools.islice(inputs, max_inputs)
+        expected = None if expected is None else min(expected, max_inputs)
     total, count = np.zeros((model.config.n_layers, model.config.channels), np.float64), 0
-    mask_all = np.ones((batch_size, 1), np.float32)
     with tqdm(total=expected, unit="segment", desc=pathlib.Path(path).name, disable=not progress) as bar:
         for x, b in _batches(inputs, batch_size, fe.n_samples):
             if model.norm == "batch":
                 feats = np.asarray(features_batch_mode(model, variables, x[:b], ref))
             else:
-                mask = mask_all * (np.arange(batch_size) < b)[:, None]
-                feats = np.asarray(features_from_audio(model, variables, x[:, None], mask, ref))[:b]
+                feats = np.asarray(features_from_audio(model, variables, x, ref))[:b]
             total += feats.sum(axis=0, dtype=np.float64)
             count += b
             bar.update(b)

@@ -88,3 +88,24 @@ def test_extract_files_goes_past_bad_files(setup, tmp_path):
     assert [p for p, _ in failures] == [str(bad)]
     assert np.isnan(feats[1]).all() and np.isfinite(feats[[0, 2]]).all()
     np.testing.assert_allclose(feats[[0, 2]], ex.extract(v, good[:2], model=model), atol=1e-4)
+
+
+@pytest.mark.parametrize("long_policy", ["mean", "first"])
+def test_extract_files_streams_long_files_with_the_same_features(setup, tmp_path, long_policy):
+    import soundfile as sf
+
+    model, v = setup
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, seconds in enumerate((4.3, 0.8, 5.1)):  # two long files around a short one
+        paths.append(tmp_path / f"f{i}.wav")
+        sf.write(paths[-1], (0.2 * rng.normal(size=(int(22_050 * seconds), 2))).astype(np.float32), 22_050)
+    decoded, f1 = ex.extract_files(v, paths, model=model, batch_size=2, stream_over_s=None,
+                                   long_policy=long_policy)
+    streamed, f2 = ex.extract_files(v, paths, model=model, batch_size=2, stream_over_s=2.0,
+                                    long_policy=long_policy)
+    assert f1 == f2 == []
+    np.testing.assert_allclose(streamed, decoded, atol=2e-4)
+    if long_policy == "mean":  # more than one input was averaged for the long files
+        first, _ = ex.extract_files(v, paths[:1], model=model, stream_over_s=2.0, long_policy="first")
+        assert np.abs(first[0] - streamed[0]).max() > 1e-3

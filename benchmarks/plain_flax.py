@@ -1,0 +1,66 @@
+"""The straightforward Flax extraction and training, kept as the benchmarks' "before".
+
+What `transfer_jax` computed before its speed work (docs/benchmarks.md): the log-mel
+frames by a gather, `model.apply` vmapped over examples (BatchNorm and ELU at full
+resolution, then `flax.linen.max_pool`), and training through flax's max-pool, whose
+gradient XLA computes by select-and-scatter. Same numbers as the library (checked in
+bench_extraction.py), slower.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transfer_jax import frontend
+from transfer_jax.config import FrontendConfig
+from transfer_jax.model import Tagger
+
+
+def log_mel(y: jax.Array, cfg: FrontendConfig, ref: frontend.Ref = "clip") -> jax.Array:
+    """(batch, n_samples) -> (batch, n_mels, frames), frames gathered by index."""
+    n = y.shape[-1]
+    left, right = frontend._pad_widths(n, cfg)
+    frames = -(-n // cfg.hop_length)
+    idx = cfg.hop_length * jnp.arange(frames)[:, None] + jnp.arange(cfg.n_fft)[None, :]
+    window = jnp.asarray(np.hanning(cfg.n_fft + 1)[:-1], jnp.float32)
+    spec = jnp.fft.rfft(jnp.pad(y, ((0, 0), (left, right)))[:, idx] * window, axis=-1)
+    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+    mel = jnp.einsum("btk,km->bmt", power, jnp.asarray(frontend.mel_filterbank(cfg)),
+                     precision=jax.lax.Precision.HIGHEST)
+    return frontend._to_db(mel, ref, cfg.amin, cfg.top_db, jnp, (0, 1, 2))
+
+
+@contextlib.contextmanager
+def flax_max_pool():
+    """Within: `transfer_jax.model.Tagger` pools with `flax.linen.max_pool` (trace inside)."""
+    from transfer_jax import model as model_lib
+
+    original = model_lib.max_pool
+    model_lib.max_pool = lambda x, window: nn.max_pool(x, window, strides=window, padding="VALID")
+    try:
+        yield
+    finally:
+        model_lib.max_pool = original
+
+
+def _apply_each(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+    with flax_max_pool():
+        return jax.vmap(lambda m: model.apply(variables, m[None])[1][0])(mel)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def features_from_mel(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+    """(batch, n_mels, frames) -> (batch, n_layers, channels): vmap of `model.apply`."""
+    return _apply_each(model, variables, mel)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "ref"))
+def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: frontend.Ref = "clip") -> jax.Array:
+    """(batch, n_samples) -> (batch, n_layers, channels): gathered log-mel, vmap of apply."""
+    cfg = model.config.frontend
+    return jax.vmap(lambda w: _apply_each(model, variables, log_mel(w[None], cfg, ref))[0])(waves)

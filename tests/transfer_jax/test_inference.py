@@ -1,0 +1,71 @@
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transfer_jax import inference
+from transfer_jax.config import FrontendConfig
+from transfer_jax.model import Tagger, init_variables, max_pool
+
+
+def _perturbed(model: Tagger, seed: int) -> dict:
+    """Variables with BatchNorm scales of both signs (so pool-first must take minima),
+    biases and running statistics far from their initial values."""
+    v = init_variables(model, jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    params = jax.tree_util.tree_map(np.asarray, v["params"])
+    stats = jax.tree_util.tree_map(np.asarray, v["batch_stats"])
+    for i in range(1, model.config.n_layers + 1):
+        c = model.config.channels
+        params[f"conv{i}"]["bias"] = rng.normal(0, 0.5, c).astype(np.float32)
+        params[f"bn{i}"]["scale"] = rng.normal(0, 1.0, c).astype(np.float32)
+        params[f"bn{i}"]["bias"] = rng.normal(0, 0.5, c).astype(np.float32)
+        stats[f"bn{i}"]["mean"] = rng.normal(0, 2.0, c).astype(np.float32)
+        stats[f"bn{i}"]["var"] = rng.uniform(0.2, 5.0, c).astype(np.float32)
+    assert any((params[f"bn{i}"]["scale"] < 0).any() for i in range(1, 6))
+    return {"params": params, "batch_stats": stats}
+
+
+@pytest.mark.parametrize("norm", ["per_clip", "running"])
+@pytest.mark.parametrize("n_samples", [18_176, 16_384])  # 71 frames (pools leave remainders), 64 (exact)
+def test_clip_features_equal_the_module(small_config, norm, n_samples):
+    cfg = dataclasses.replace(small_config, frontend=FrontendConfig(n_samples=n_samples))
+    model = Tagger(cfg, norm=norm)
+    v = _perturbed(model, seed=n_samples)
+    mel = jax.random.uniform(jax.random.key(1), (3, 96, cfg.frontend.n_frames), minval=-80.0, maxval=0.0)
+    want = jax.vmap(lambda m: model.apply(v, m[None])[1][0])(mel)
+    got = jax.jit(jax.vmap(lambda m: inference.clip_features(model, v, m)))(mel)
+    scale = float(jnp.abs(want).max())
+    np.testing.assert_allclose(got, want, atol=2e-5 * scale, rtol=1e-5)
+    logits = jax.vmap(lambda m: model.apply(v, m[None])[0][0])(mel)
+    np.testing.assert_allclose(inference.clip_logits(model, v, got), logits, atol=1e-4 * scale)
+
+
+def test_clip_features_reject_batch_coupled_norms_and_small_inputs(small_config):
+    with pytest.raises(ValueError, match="per-example norm"):
+        inference.clip_features(Tagger(small_config, norm="batch"), {"params": {}, "batch_stats": {}},
+                                jnp.zeros((96, 71)))
+    model = Tagger(small_config, norm="per_clip")
+    v = init_variables(model, jax.random.key(0))
+    with pytest.raises(ValueError, match="too small"):
+        inference.clip_features(model, v, jnp.zeros((96, 20)))
+
+
+def test_map_examples_chunked_equals_vmap():
+    xs = jnp.arange(7 * 3, dtype=jnp.float32).reshape(7, 3)
+    fn = lambda x: jnp.stack([x.sum(), (x ** 2).max()])  # noqa: E731
+    for mb in (1, 2, 3, 7):
+        np.testing.assert_array_equal(inference.map_examples(fn, xs, mb), inference.map_examples(fn, xs, 0))
+
+
+def test_reshape_max_pool_equals_flax_pool_and_trains():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
+    for window in ((2, 2), (3, 2), (4, 3)):
+        np.testing.assert_array_equal(max_pool(x, window), nn.max_pool(x, window, strides=window))
+    # without ties the gradient goes to each window's maximum, as flax's pool sends it
+    g = jax.grad(lambda a: (max_pool(a, (3, 2)) ** 2).sum())(x)
+    g_ref = jax.grad(lambda a: (nn.max_pool(a, (3, 2), strides=(3, 2)) ** 2).sum())(x)
+    np.testing.assert_allclose(g, g_ref, atol=1e-6)

@@ -1,0 +1,101 @@
+"""The tagger's forward pass for one example, rearranged for speed; same numbers.
+
+`clip_features(model, variables, mel)` equals `model.apply(variables, mel[None])[1][0]`
+for the per-example norms ("per_clip", "running") to float32 rounding (tested against
+the module and against the published weights). Two rearrangements make it 2-3x faster:
+
+- Max-pool before BatchNorm + ELU. Both are per-channel and monotone, so
+  max(elu(a x + b)) = elu(a max(x) + b) when a >= 0, and elu(a min(x) + b) when a < 0.
+  The statistics still come from the full-resolution conv output, but the affine map
+  and ELU run on the pooled map (8 to 20x smaller), and XLA fuses the max, min and
+  sum-of-squares of each pooling window into one pass over the conv output.
+- Block 1 (one input channel): the 3x3 convolution as 9 shifted multiply-adds, which
+  XLA fuses into the reductions that consume them, so its (n_mels, frames, 32) output
+  is never written to memory; its mean comes from the input by linearity.
+
+`map_examples` runs a per-example function over a batch: `lax.map` in chunks of
+`micro_batch` on CPU, where one example's activations stay in cache (vmap makes XLA
+materialise batch x 16.7 MB per block-1 tensor), and `vmap` on accelerators.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from transfer_jax.model import Tagger
+
+PER_EXAMPLE_NORMS = ("per_clip", "running")
+
+
+def default_micro_batch() -> int:
+    """Examples per `lax.map` step: 2 on CPU; 0 (= vmap the whole batch) elsewhere."""
+    return 2 if jax.default_backend() == "cpu" else 0
+
+
+def map_examples(fn: Callable[[jax.Array], jax.Array], xs: jax.Array, micro_batch: int) -> jax.Array:
+    """fn over the leading axis of xs: lax.map in chunks of micro_batch, or vmap if 0."""
+    if micro_batch > 0:
+        return jax.lax.map(fn, xs, batch_size=micro_batch)
+    return jax.vmap(fn)(xs)
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """'same' 3x3 convolution without bias, (h, w, c_in) -> (h, w, c_out)."""
+    h, w, c_in = x.shape
+    if c_in == 1:
+        p = jnp.pad(x[..., 0], 1)
+        return sum(p[i:i + h, j:j + w, None] * kernel[i, j, 0] for i in range(3) for j in range(3))
+    return jax.lax.conv_general_dilated(x[None], kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+
+
+def _conv_mean(x: jax.Array, kernel: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-channel mean of y = conv3x3(x, kernel), (c_out,); from the 9 shifted inputs'
+    means when x has one channel (so y itself need not be materialised)."""
+    h, w, c_in = x.shape
+    if c_in != 1:
+        return y.mean(axis=(0, 1))
+    p = jnp.pad(x[..., 0], 1)
+    shifted = jnp.stack([p[i:i + h, j:j + w].mean() for i in range(3) for j in range(3)])
+    return shifted @ kernel.reshape(9, -1)
+
+
+def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+    """One example's features, (n_mels, frames) -> (n_layers, channels): block k's output
+    after its max-pool, averaged over frequency and time, as `Tagger` computes them."""
+    if model.norm not in PER_EXAMPLE_NORMS:
+        raise ValueError(f"clip_features needs a per-example norm {PER_EXAMPLE_NORMS}, got {model.norm!r}")
+    cfg, params, stats = model.config, variables["params"], variables["batch_stats"]
+    x, feats = mel[..., None], []
+    for i, (ph, pw) in enumerate(cfg.pools, start=1):
+        conv, bn = params[f"conv{i}"], params[f"bn{i}"]
+        h, w = x.shape[:2]
+        if h < ph or w < pw:
+            raise ValueError(f"input {mel.shape} is too small for pools {cfg.pools}: block {i} "
+                             f"sees {(h, w)} but pools {(ph, pw)}")
+        y = conv3x3(x, conv["kernel"])  # the bias cancels in y - mean
+        c = y.shape[-1]
+        if model.norm == "running":
+            mean, var = stats[f"bn{i}"]["mean"] - conv["bias"], stats[f"bn{i}"]["var"]
+        else:
+            mean, var = _conv_mean(x, conv["kernel"], y), None
+        d = y - mean
+        windows = d[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, c)
+        hi, lo = windows.max(axis=(1, 3)), windows.min(axis=(1, 3))
+        if var is None:  # biased variance over the full map, as BatchNorm
+            if h % ph == 0 and w % pw == 0:  # from the windows: one fused pass
+                var = jnp.square(windows).sum(axis=(1, 3)).sum(axis=(0, 1)) / (h * w)
+            else:
+                var = jnp.square(d).mean(axis=(0, 1))
+        a = jax.lax.rsqrt(var + cfg.bn_epsilon) * bn["scale"]
+        x = jax.nn.elu(jnp.where(a >= 0, hi, lo) * a + bn["bias"])
+        feats.append(x.mean(axis=(0, 1)))
+    return jnp.stack(feats)
+
+
+def clip_logits(model: Tagger, variables: dict, features: jax.Array) -> jax.Array:
+    """Tag logits from `clip_features`' output: (..., n_layers, channels) -> (..., n_classes)."""
+    dense = variables["params"]["dense"]
+    return features[..., -1, :] @ dense["kernel"] + dense["bias"]
