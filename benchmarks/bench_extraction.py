@@ -104,6 +104,16 @@ def timed(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def survive(what: str):
+    """Reports a failure (e.g. out of device memory at a large batch) and goes on."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - a benchmark row, not a library call
+        print(f"FAILED {what}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        ROWS.append({"what": what, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+
+
 def record(section: str, what: str, clips: int, seconds: float, **extra) -> None:
     row = {"section": section, "what": what, "clips": clips, "seconds": round(seconds, 5),
            "clips_per_s": round(clips / seconds, 2), "load": round(os.getloadavg()[0], 2), **extra}
@@ -251,7 +261,8 @@ def section_forward(config: ModelConfig) -> None:
         if t_fwd:
             impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(mel)
         for name, fn in impls.items():
-            record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
+            with survive(f"forward {name} b={b}"):
+                record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
         pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
         mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
@@ -265,13 +276,15 @@ def section_forward(config: ModelConfig) -> None:
              mel_ref),
             ("JAX log-mel only, gathered frames (before)", lambda: plain_mel(waves, config.frontend, "clip"), mel_ref),
         ):
-            d = float(np.max(np.abs(np.asarray(block(fn())) - want)))
-            record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(d, 6))
+            with survive(f"forward {name} b={b}"):
+                d = float(np.max(np.abs(np.asarray(block(fn())) - want)))
+                record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(d, 6))
 
 
 def section_train(config: ModelConfig) -> None:
     for b in [int(s) for s in ARGS.train_batches.split(",")]:
-        train_batch(config, b)
+        with survive(f"train b={b}"):
+            train_batch(config, b)
 
 
 def train_batch(config: ModelConfig, b: int) -> None:
@@ -395,13 +408,17 @@ def main() -> None:
                     roofline_clips_per_s=round(best * 1e3 / flops["total_mflop"], 1))
         print(json.dumps({k: info[k] for k in ("flops", "sgemm_gflops", "roofline_clips_per_s")}))
     if "forward" in sections:
-        section_forward(config)
+        with survive("section forward"):
+            section_forward(config)
     if "train" in sections:
-        section_train(config)
+        with survive("section train"):
+            section_train(config)
     if "e2e" in sections:
-        section_e2e(config)
+        with survive("section e2e"):
+            section_e2e(config)
     if "hear" in sections:
-        section_hear(config)
+        with survive("section hear"):
+            section_hear(config)
     info["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if ARGS.out:
         pathlib.Path(ARGS.out).write_text(json.dumps({"machine": info, "rows": ROWS}, indent=1))
