@@ -5,11 +5,16 @@
     python experiments/transfer_eval.py --targets-csv FILE --task NAME   # regression: file,target
     python experiments/transfer_eval.py --precomputed-dir FEATS --csv-dir CSVS \\
         --task ballroom_extended --protocols faithful          # the authors' features
+    python experiments/transfer_eval.py --audio-dir GTZAN/genres --task gtzan_genre \
+        --split-dir SPLITS --checkpoint CKPT     # + the fault-filtered held-out split
 
 A task folder holds one subfolder per class of audio files. Precomputed features follow
 the authors' layout (`<task>_layer_<0..4>.npy`, `<task>_mfcc.npy`, `<task>.csv`).
 Protocols (`--protocols`): faithful (the paper's, reproducing its scores), scaled,
-nested (honest), ridge (JAX linear-probe screen); see transfer_jax/evaluation.py.
+nested (honest), heldout (a train/valid/test split from --split-dir: train_filtered.txt,
+valid_filtered.txt, test_filtered.txt, e.g. GTZAN's fault-filtered split; added to the
+protocols when --split-dir is given), ridge (JAX linear-probe screen); see
+transfer_jax/evaluation.py and transfer_jax/splits.py.
 Writes <out>/<task>.csv (one row per feature set and protocol), <out>/<task>.png,
 <out>/summary.md, <out>/failures.csv (audio files that could not be used) and caches
 finished results under <out>/cache (a rerun reuses them). Flags take dashes or underscores.
@@ -34,7 +39,11 @@ flags.DEFINE_string("csv_dir", None, "Folder of the authors' <task>.csv files (w
 flags.DEFINE_list("task", None, "Task name(s): the --audio_dir / --targets_csv task, or the precomputed task(s).")
 flags.DEFINE_string("out", "results/transfer", "Output folder.")
 flags.DEFINE_list("layers", ["all"], "Layer combinations to evaluate ('all' for all 31), e.g. 1,12345.")
-flags.DEFINE_list("protocols", ["faithful", "nested"], "faithful, scaled, nested, ridge.")
+flags.DEFINE_list("protocols", ["faithful", "nested"], "faithful, scaled, nested, heldout, ridge.")
+flags.DEFINE_string("split_dir", None,
+                    "Folder with train_filtered.txt, valid_filtered.txt, test_filtered.txt (or train.txt, ...; "
+                    "lines like blues/blues.00029.wav, matched to the task's files by name): adds the heldout "
+                    "protocol (e.g. GTZAN's fault-filtered 443/197/290 split). One task only.")
 flags.DEFINE_integer("random_seeds", 3, "Random-weight networks to average (audio inputs).")
 flags.DEFINE_integer("n_splits", 10, "CV folds (clipped to the smallest class).")
 flags.DEFINE_integer("inner_splits", 5, "Inner CV folds of the nested protocol.")
@@ -106,6 +115,12 @@ def audio_tasks(combos_n_layers_cb):
             sources[task] = (paths, y, "classification")
     for task, (paths, y, task_type) in sources.items():
         print(f"{task}: {len(paths)} clips" + (f", {len(np.unique(y))} classes" if task_type == "classification" else ""))
+        heldout = None
+        if FLAGS.split_dir:  # before extraction: a bad split file fails fast
+            from transfer_jax import splits
+
+            heldout = splits.load_split_dir(FLAGS.split_dir, [str(p) for p in paths])
+            splits.check_split_labels(heldout, y, task_type)
         conv, failures = extraction.extract_files(variables, paths, model=model,
                                                   batch_size=FLAGS.batch_size, progress=True)
         ok = ~np.isnan(conv).any(axis=(1, 2))
@@ -117,7 +132,12 @@ def audio_tasks(combos_n_layers_cb):
             random={s: extraction.extract_files(init_variables(random_model, jax.random.key(s)), good_paths,
                                                 model=random_model, batch_size=FLAGS.batch_size)[0]
                     for s in range(FLAGS.random_seeds)})
-        yield evaluation.Task(task, task_type, y[ok], sets), [(task, p, r) for p, r in failures]
+        if heldout is not None:
+            heldout, dropped = heldout.subset(ok)
+            print(f"{task}: held-out split {'/'.join(map(str, heldout.sizes()))} (train/valid/test)"
+                  + (f", {dropped} listed clip(s) dropped: they failed to load" if dropped else ""))
+        yield (evaluation.Task(task, task_type, y[ok], sets, clips=[str(p) for p in good_paths], heldout=heldout),
+               [(task, p, r) for p, r in failures])
 
 
 def precomputed_tasks():
@@ -126,7 +146,10 @@ def precomputed_tasks():
     if not FLAGS.csv_dir or not FLAGS.task:
         raise app.UsageError("--precomputed_dir needs --csv_dir and --task")
     for name in FLAGS.task:
-        yield evaluation.load_precomputed(FLAGS.precomputed_dir, FLAGS.csv_dir, name), []
+        task = evaluation.load_precomputed(FLAGS.precomputed_dir, FLAGS.csv_dir, name, split_dir=FLAGS.split_dir)
+        if task.heldout is not None:
+            print(f"{name}: held-out split {'/'.join(map(str, task.heldout.sizes()))} (train/valid/test)")
+        yield task, []
 
 
 def main(argv):
@@ -136,6 +159,15 @@ def main(argv):
 
     from transfer_jax import evaluation, probe
 
+    protocols = list(FLAGS.protocols)
+    if FLAGS.split_dir:
+        if (FLAGS.task is not None and len(FLAGS.task) != 1) or (
+                FLAGS.task is None and not (FLAGS.audio_dir or FLAGS.targets_csv)):
+            raise app.UsageError("--split_dir applies to one task: give a single --task")
+        if "heldout" not in protocols:
+            protocols.append("heldout")
+    elif "heldout" in protocols:
+        raise app.UsageError("the heldout protocol needs --split_dir (train/valid/test split files)")
     out = pathlib.Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     combos: list[str] = []
@@ -151,7 +183,7 @@ def main(argv):
     all_results, all_failures = [], []
     for task, failures in tasks:
         all_failures += failures
-        df = evaluation.evaluate_task(task, combos=combos, protocols=FLAGS.protocols, n_splits=FLAGS.n_splits,
+        df = evaluation.evaluate_task(task, combos=combos, protocols=protocols, n_splits=FLAGS.n_splits,
                                       inner_splits=FLAGS.inner_splits, n_jobs=FLAGS.n_jobs,
                                       cache_dir=out / "cache" if FLAGS.cache else None, progress=True)
         all_results.append(df)

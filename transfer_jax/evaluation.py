@@ -10,6 +10,9 @@ Feature sets follow the paper: `convnet` (the trained tagger, any layer combinat
   the authors meant to run; still optimistic);
 - `nested`: honest nested CV with a real scaler, mean +- std over outer folds
   (`probe.nested_evaluate`);
+- `heldout`: a fixed train / valid / test split (GTZAN's fault-filtered split, from split
+  files, `transfer_jax.splits`): a real scaler, each setting fitted on train and scored on
+  valid, the best refitted on train + valid and scored on test once (`probe.heldout_evaluate`);
 - `ridge`: the JAX linear-probe screen (`transfer_jax.linear_probe`), best over its
   regularisation values (optimistic like best_score_; a screen, not the paper's SVM).
 
@@ -29,15 +32,17 @@ import pandas as pd
 
 from transfer_jax import folds as folds_lib
 from transfer_jax import probe
+from transfer_jax import splits as splits_lib
 from transfer_jax.extraction import select_layers
 
 COLUMNS = ("task", "feature", "layers", "seed", "protocol", "score", "score_std", "n_splits",
            "best_params", "fold_scores", "exact_fits")
-PROTOCOLS = ("faithful", "scaled", "nested", "ridge")
+PROTOCOLS = ("faithful", "scaled", "nested", "heldout", "ridge")
 PROTOCOL_LABELS = {
     "faithful": "faithful (paper: no scaling, sklearn 0.18 folds, best_score_)",
     "scaled": "scaled (best_score_ with a real StandardScaler)",
     "nested": "nested (honest: scaler + inner CV, mean ± std over outer folds)",
+    "heldout": "heldout (honest: scaler, chosen on valid, refit on train+valid, test once)",
     "ridge": "ridge (JAX linear probe screen, best over lambda)",
 }
 # The authors' data_csv target columns; emoMusic gives two tasks.
@@ -68,6 +73,8 @@ class Task:
     folds: the faithful protocol's folds (None: `probe.make_folds` over the row order);
     honest_folds: the nested protocol's outer folds (None: shuffled k-fold); a task with
     predefined folds (UrbanSound8K) or a fixed split (Jamendo) uses them for both.
+    clips: a name per row (file path or name), for matching split files;
+    heldout: the `heldout` protocol's train / valid / test rows (`transfer_jax.splits`).
     """
 
     name: str
@@ -76,6 +83,8 @@ class Task:
     sets: FeatureSets
     folds: folds_lib.Folds | None = None
     honest_folds: folds_lib.Folds | None = None
+    clips: list[str] | None = None
+    heldout: splits_lib.HeldOutSplit | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +98,13 @@ class Job:
     X: np.ndarray
 
 
-def load_precomputed(feats_dir: str | pathlib.Path, csv_dir: str | pathlib.Path, task: str) -> Task:
+def load_precomputed(feats_dir: str | pathlib.Path, csv_dir: str | pathlib.Path, task: str,
+                     split_dir: str | pathlib.Path | None = None) -> Task:
     """The authors' layout: `<feats_dir>/<base>_layer_<0..4>.npy` (N x 32), `<base>_mfcc.npy`
     (N x 120) and `<csv_dir>/<base>.csv` (rows in feature order; `fold` -> predefined folds,
-    `category` -> train+valid vs test). emoMusic_a / emoMusic_v share emoMusic's files."""
+    `category` -> train+valid vs test). emoMusic_a / emoMusic_v share emoMusic's files.
+    split_dir: split files for the `heldout` protocol, matched to the csv's file names
+    (`clip_names`)."""
     if task not in PAPER_TASKS:
         raise ValueError(f"unknown task {task!r}; one of {', '.join(PAPER_TASKS)}")
     base, column, task_type = PAPER_TASKS[task]
@@ -110,7 +122,31 @@ def load_precomputed(feats_dir: str | pathlib.Path, csv_dir: str | pathlib.Path,
     y = df[column].to_numpy()
     y = y.astype(np.float64) if task_type == "regression" else y
     folds = split_folds(df)
-    return Task(task, task_type, y, FeatureSets(convnet=convnet, mfcc=mfcc), folds=folds, honest_folds=folds)
+    clips = clip_names(df)
+    heldout = None
+    if split_dir is not None:
+        if clips is None:
+            raise ValueError(f"{paths[-1]}: no column names the clips uniquely (looked for "
+                             f"{', '.join(CLIP_COLUMNS)}; columns: {', '.join(map(str, df.columns))}), "
+                             f"so the split files in {split_dir} cannot be matched to its rows")
+        heldout = splits_lib.load_split_dir(split_dir, clips)
+        splits_lib.check_split_labels(heldout, y, task_type)
+    return Task(task, task_type, y, FeatureSets(convnet=convnet, mfcc=mfcc), folds=folds, honest_folds=folds,
+                clips=clips, heldout=heldout)
+
+
+CLIP_COLUMNS = ("filepath", "file", "path", "filename", "id")
+
+
+def clip_names(df: pd.DataFrame) -> list[str] | None:
+    """A name per row for split matching: the first of CLIP_COLUMNS present whose names
+    identify the rows (the authors' `filepath`; GTZAN's `id` is only the genre); None if none."""
+    for column in CLIP_COLUMNS:
+        if column in df.columns:
+            names = df[column].astype(str).tolist()
+            if len({splits_lib.clip_key(n, 2) for n in names}) == len(names):
+                return names
+    return None
 
 
 def split_folds(df: pd.DataFrame) -> folds_lib.Folds | None:
@@ -187,6 +223,8 @@ def run_job(job: Job, task: Task, settings: dict) -> dict:
     elif job.protocol == "nested":
         r = probe.nested_evaluate(job.X, task.y, folds=task.honest_folds, n_splits=settings["n_splits"],
                                   inner_splits=settings["inner_splits"], **kw)
+    elif job.protocol == "heldout":
+        r = probe.heldout_evaluate(job.X, task.y, task.heldout.train, task.heldout.valid, task.heldout.test, **kw)
     else:
         raise ValueError(f"run_job does not run protocol {job.protocol!r}")
     return {"feature": job.feature, "layers": job.layers, "seed": job.seed, "protocol": job.protocol,
@@ -219,13 +257,16 @@ def evaluate_task(task: str | Task, sets: FeatureSets | None = None, y: np.ndarr
     if not isinstance(task, Task):
         task = Task(task, task_type, np.asarray(y), sets)
     combos = list(combos or ["12345"])
+    if "heldout" in protocols and task.heldout is None:
+        raise ValueError(f"{task.name}: the heldout protocol needs a train/valid/test split (split files, "
+                         "--split-dir)")
     settings = {"grid": [dict(g) for g in grid], "n_splits": n_splits, "inner_splits": inner_splits}
     jobs = feature_jobs(task.sets, combos, protocols)
     paths = [None] * len(jobs)
     if cache_dir is not None:
         root = pathlib.Path(cache_dir) / task.name
         paths = [root / j.protocol / f"{j.feature}_{j.layers or 'none'}_{j.seed}_"
-                 f"{cache_key(j, task.y, task.folds if j.protocol != 'nested' else task.honest_folds, settings)}.json"
+                 f"{cache_key(j, task.y, _job_folds(task, j.protocol), settings)}.json"
                  for j in jobs]
     rows = list(_run_all(jobs, task, settings, paths, n_jobs, progress))
     if "ridge" in protocols:
@@ -236,6 +277,15 @@ def evaluate_task(task: str | Task, sets: FeatureSets | None = None, y: np.ndarr
     rows.sort(key=lambda r: (rank[r["protocol"]], order[(r["feature"], r["layers"], r["seed"])]))
     df = pd.DataFrame([{"task": task.name, **r} for r in rows], columns=COLUMNS)
     return df
+
+
+def _job_folds(task: Task, protocol: str) -> folds_lib.Folds | None:
+    """The folds a protocol's score depends on (for the cache key)."""
+    if protocol == "nested":
+        return task.honest_folds
+    if protocol == "heldout":
+        return task.heldout.folds()
+    return task.folds
 
 
 def _cached_ridge(task: Task, combos: Sequence[str], n_splits: int, cache_dir) -> list[dict]:

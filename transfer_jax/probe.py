@@ -9,6 +9,9 @@ weighted fold scores by fold size. Kernels are precomputed and shared
 (`transfer_jax.kernel_grid`), so it is several times faster than GridSearchCV with the
 same scores.
 
+`heldout_evaluate` scores a fixed train / valid / test split (select on valid, refit on
+train + valid, test once).
+
 `nested_evaluate` is the honest protocol: a real StandardScaler fitted inside each
 training fold, hyper-parameters chosen by an inner CV on the outer training fold only,
 the outer test folds scored once; mean and std over outer folds.
@@ -199,6 +202,45 @@ def nested_evaluate(
         n_splits=len(folds),
         fold_scores=tuple(float(v) for v in scores),
         exact_fits=int(sum(o[2] for o in outer)),
+    )
+
+
+def heldout_evaluate(
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    valid: np.ndarray,
+    test: np.ndarray,
+    *,
+    task_type: str = "classification",
+    grid: tuple[dict[str, list], ...] = PAPER_GRID,
+    scale: bool = True,
+) -> ProbeResult:
+    """Held-out protocol (a fixed train / valid / test split): every setting is fitted on
+    train and scored on valid (scaler fitted on train); the best (first of the grid order
+    on ties) is refitted on train + valid (scaler refitted) and scored once on test.
+    score: the test score; score_std: NaN (one test set); fold_scores: (test score,)."""
+    X, y = _check_inputs(X, y, task_type)
+    train, valid, test = (np.asarray(a, dtype=np.int64) for a in (train, valid, test))
+    for name, part in (("train", train), ("valid", valid), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(f"held-out protocol: the {name} split is empty")
+    if task_type == "classification" and len(np.unique(y[train])) < 2:
+        raise ValueError("held-out protocol: the train split has fewer than 2 classes")
+    search = kernel_grid.grid_scores(X, y, [(train, valid)], grid, task_type=task_type, scale=scale)
+    setting = search.best_params(iid=False)
+    train_valid = np.sort(np.concatenate([train, valid]))
+    pred = kernel_grid.fit_predict(X, y, train_valid, test, setting, task_type=task_type, scale=scale)
+    score = kernel_grid.score_predictions(task_type, y[test], pred)
+    return ProbeResult(
+        score=float(score),
+        score_std=float("nan"),
+        best_params=setting,
+        n_samples=int(len(train) + len(valid) + len(test)),
+        n_features=int(X.shape[1]),
+        n_splits=1,
+        fold_scores=(float(score),),
+        exact_fits=int(search.exact_fits.sum()),
     )
 
 

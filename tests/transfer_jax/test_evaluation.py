@@ -1,5 +1,6 @@
 """evaluate_task rows, protocols, caching, outputs; the authors' precomputed layout."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,76 @@ def test_unknown_protocol():
     sets, y = _sets()
     with pytest.raises(ValueError, match="unknown protocols"):
         evaluation.evaluate_task("t", sets, y, protocols=["magic"])
+
+
+def _heldout_task(seed=0):
+    from transfer_jax import splits
+
+    sets, y = _sets(n_per_class=20, seed=seed, random_seeds=())
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    split = splits.HeldOutSplit(np.sort(order[:25]), np.sort(order[25:40]), np.sort(order[40:55]))  # 5 rows unused
+    return evaluation.Task("t", "classification", y, sets, heldout=split), split
+
+
+def test_heldout_protocol_rows_summary_and_figure(tmp_path):
+    from transfer_jax import probe
+
+    task, split = _heldout_task()
+    df = evaluation.evaluate_task(task, combos=["1", "5"], protocols=["faithful", "heldout"], n_splits=3,
+                                  grid=SMALL_GRID)
+    assert list(df.protocol) == ["faithful"] * 4 + ["heldout"] * 4
+    held = df[df.protocol == "heldout"].set_index(["feature", "layers"])
+    assert (held.n_splits == 1).all() and held.score_std.isna().all()
+    X = task.sets.convnet[:, 4]
+    ref = probe.heldout_evaluate(X, task.y, split.train, split.valid, split.test, grid=SMALL_GRID)
+    assert held.score[("convnet", "5")] == ref.score and held.best_params[("convnet", "5")] == ref.best_params
+    assert held.fold_scores[("convnet", "5")] == [ref.score]
+    table = evaluation.write_outputs(df, tmp_path)
+    assert list(table.protocol) == ["faithful", "heldout"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert re.search(r"^\| t +\| heldout +\| [0-9.]+ \(\d\) +\|", summary, re.M), summary
+    assert "`heldout`: heldout (honest" in summary
+    written = pd.read_csv(tmp_path / "t.csv", keep_default_na=False)
+    assert list(written.protocol).count("heldout") == 4
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_heldout_needs_a_split_and_keys_the_cache_on_it(tmp_path, monkeypatch):
+    from transfer_jax import splits
+
+    sets, y = _sets(random_seeds=())
+    with pytest.raises(ValueError, match="heldout protocol needs a train/valid/test split"):
+        evaluation.evaluate_task("t", sets, y, protocols=["heldout"], grid=SMALL_GRID)
+    task, split = _heldout_task()
+    kw = dict(combos=["1"], protocols=["heldout"], grid=SMALL_GRID, cache_dir=tmp_path)
+    first = evaluation.evaluate_task(task, **kw)
+    monkeypatch.setattr(evaluation, "run_job", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    pd.testing.assert_frame_equal(first, evaluation.evaluate_task(task, **kw))
+    task.heldout = splits.HeldOutSplit(split.train, split.test, split.valid)  # valid and test swapped
+    with pytest.raises(AssertionError, match="recomputed"):
+        evaluation.evaluate_task(task, **kw)
+
+
+def test_load_precomputed_with_split_files(tmp_path):
+    genres = ["blues", "jazz", "rock"]
+    paths = [f"gtzan_genre/genres/{g}/{g}.{i:05d}.au" for g in genres for i in range(6)]
+    _write_layout(tmp_path, "gtzan_genre", 18, {"filepath": paths, "label": np.repeat([0, 1, 2], 6)})
+    df = pd.read_csv(tmp_path / "csv" / "gtzan_genre.csv")
+    df["id"] = np.repeat(genres, 6)  # as in the authors' csv: the genre, not unique
+    df.to_csv(tmp_path / "csv" / "gtzan_genre.csv", index=False)
+    d = tmp_path / "splits"
+    d.mkdir()
+    (d / "train_filtered.txt").write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in genres for i in (0, 1, 2)))
+    (d / "valid_filtered.txt").write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in genres for i in (3,)))
+    (d / "test_filtered.txt").write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in genres for i in (4,)))
+    task = evaluation.load_precomputed(tmp_path / "feats", tmp_path / "csv", "gtzan_genre", split_dir=d)
+    assert task.heldout.train.tolist() == [0, 1, 2, 6, 7, 8, 12, 13, 14]
+    assert task.heldout.valid.tolist() == [3, 9, 15] and task.heldout.test.tolist() == [4, 10, 16]
+    assert task.clips == paths
+    (d / "test_filtered.txt").write_text("pop/pop.00001.wav\n")
+    with pytest.raises(ValueError, match="test_filtered.txt lists 1 clip"):
+        evaluation.load_precomputed(tmp_path / "feats", tmp_path / "csv", "gtzan_genre", split_dir=d)
+    df.drop(columns=["filepath"]).to_csv(tmp_path / "csv" / "gtzan_genre.csv", index=False)
+    with pytest.raises(ValueError, match="no column names the clips uniquely"):
+        evaluation.load_precomputed(tmp_path / "feats", tmp_path / "csv", "gtzan_genre", split_dir=d)
