@@ -296,7 +296,7 @@ def train_batch(config: ModelConfig, b: int) -> None:
             model = Tagger(config, norm="train")
             tx = train.make_optimizer(1e-3)
             mesh = train.make_mesh()
-            state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames)}
+            state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames, mesh)}
             step = train.jit_sharded(train.make_train_step(model, tx), mesh)
             x, y = train.shard_batch(mesh, mel, labels)
 
@@ -304,7 +304,7 @@ def train_batch(config: ModelConfig, b: int) -> None:
                 state["s"], metrics = step(state["s"], x, y)
                 return metrics["loss"]
 
-            record("train", name, b, timed(jax_step, ARGS.repeats, warmup=2))
+            record("train", name, b, timed(jax_step, ARGS.repeats))
     v = paper_variables(Tagger(config, norm="running"))
     if "keras" in frameworks():
         km, bk = keras_impl(config, v)

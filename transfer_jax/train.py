@@ -34,12 +34,16 @@ class TrainState:
 
 
 def create_train_state(rng: jax.Array, model: Tagger, tx: optax.GradientTransformation,
-                       n_frames: int | None = None) -> TrainState:
+                       n_frames: int | None = None, mesh: Mesh | None = None) -> TrainState:
+    """A fresh state; with `mesh`, replicated over it as `jit_sharded` returns it, so the
+    first step's compilation serves every later step (otherwise the second step, whose
+    input carries the mesh's sharding, compiles again)."""
     init_rng, rng = jax.random.split(rng)
     variables = init_variables(model, init_rng, n_frames)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(variables["params"]), rng=rng)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                       batch_stats=variables["batch_stats"],
+                       opt_state=tx.init(variables["params"]), rng=rng)
+    return state if mesh is None else jax.device_put(state, replicated(mesh))
 
 
 def make_optimizer(learning_rate: float = 1e-3, name: str = "adam") -> optax.GradientTransformation:

@@ -70,13 +70,15 @@ def test_training_steps_learn_a_learnable_problem(small_config):
     mel[:, :16] += 20 * labels[:, 0, None, None]  # tag 0: loud low band
     mel[:, 48:] += 20 * labels[:, 1, None, None]  # tag 1: loud high band
     mesh = train.make_mesh()
-    state = train.create_train_state(jax.random.key(0), model, tx, 71)
-    step = train.jit_sharded(train.make_train_step(model, tx), mesh)
+    state = train.create_train_state(jax.random.key(0), model, tx, 71, mesh=mesh)
+    traces, train_step = [], train.make_train_step(model, tx)
+    step = train.jit_sharded(lambda *a: traces.append(1) or train_step(*a), mesh)
     losses = []
     for _ in range(40):
         state, m = step(state, *train.shard_batch(mesh, mel, labels))
         losses.append(float(m["loss"]))
     assert int(state.step) == 40 and losses[-1] < 0.75 * losses[0]
+    assert len(traces) == 1, "the train step was traced (and compiled) more than once"
     probs = np.asarray(jax.jit(train.make_eval_step(model))(state.variables, mel))
     assert np.mean((probs[:, :2] > 0.5) == labels[:, :2]) > 0.9
 
