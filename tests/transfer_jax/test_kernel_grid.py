@@ -83,3 +83,22 @@ def test_fit_predict_matches_sklearn():
     ours = kernel_grid.fit_predict(X, y, tr, te, setting, task_type="classification", scale=True)
     pipe = Pipeline([("s", StandardScaler()), ("m", SVC(**setting))]).fit(X[tr], y[tr])
     assert (ours == pipe.predict(X[te])).all()
+
+
+def test_workspace_blocks_are_bit_identical_to_the_plain_expressions():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 24)) * rng.uniform(0.1, 50, size=24)  # unscaled, MFCC-like spread
+    train = np.sort(rng.permutation(90)[:70])
+    test = np.setdiff1d(np.arange(90), train)
+    rows = np.concatenate([train, test])
+    ws = kernel_grid.Workspace(90 * 70)
+    G, D = kernel_grid._fold_blocks(X[rows], X[train], True, ws)
+    G0 = kernel_grid.gram(X[rows], X[train])
+    D0 = kernel_grid.squared_distances(X[rows], X[train], G0)
+    assert np.array_equal(G, G0) and np.array_equal(D, D0)
+    K = kernel_grid._kernel_blocks(("rbf", 2.0**-7), G, D, ws.block("K", 90, 70))
+    assert np.array_equal(K, np.exp(-(2.0**-7) * D0))
+    full = kernel_grid.gram(X)
+    assert np.array_equal(kernel_grid._gather(full, rows, train, np.empty((90, 70)), chunk=16), full[np.ix_(rows, train)])
+    with pytest.raises(ValueError, match="cannot hold"):
+        ws.block("G", 91, 70)
