@@ -290,33 +290,31 @@ def section_train(config: ModelConfig) -> None:
 def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
-    for name, patch in (("JAX library train step (jit, Adam, reshape max-pool)", contextlib.nullcontext),
-                        ("JAX train step with flax max_pool (before)", plain_flax.flax_max_pool)):
-        with patch():
-            model = Tagger(config, norm="train")
-            tx = train.make_optimizer(1e-3)
-            mesh = train.make_mesh()
-            state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames, mesh)}
-            step = train.jit_sharded(train.make_train_step(model, tx), mesh)
-            x, y = train.shard_batch(mesh, mel, labels)
+    for name, model in (("JAX library train step (jit, Adam)", Tagger(config, norm="train")),
+                        ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train"))):
+        tx = train.make_optimizer(1e-3)
+        mesh = train.make_mesh()
+        state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames, mesh)}
+        step = train.jit_sharded(train.make_train_step(model, tx), mesh)
+        x, y = train.shard_batch(mesh, mel, labels)
 
-            def jax_step():
-                state["s"], metrics = step(state["s"], x, y)
-                return metrics["loss"]
+        def jax_step():
+            state["s"], metrics = step(state["s"], x, y)
+            return metrics["loss"]
 
-            record("train", name, b, timed(jax_step, ARGS.repeats))
+        record("train", name, b, timed(jax_step, ARGS.repeats))
     v = paper_variables(Tagger(config, norm="running"))
+    if "torch" in frameworks():
+        tm, bt = torch_impl(config, v)
+        if tm is not None:
+            tstep = bt.train_step_fn(tm, 1e-3)
+            record("train", "torch train step (channels_last, Adam)", b, timed(lambda: tstep(mel, labels), ARGS.repeats, warmup=2))
     if "keras" in frameworks():
         km, bk = keras_impl(config, v)
         for xla in (False, True):
             kstep = bk.train_step_fn(km, 1e-3, jit_compile=xla)
             record("train", f"tf.keras train step ({'XLA' if xla else 'graph'}, Adam)", b,
                    timed(lambda: kstep(mel, labels), ARGS.repeats, warmup=2))
-    if "torch" in frameworks():
-        tm, bt = torch_impl(config, v)
-        if tm is not None:
-            tstep = bt.train_step_fn(tm, 1e-3)
-            record("train", "torch train step (channels_last, Adam)", b, timed(lambda: tstep(mel, labels), ARGS.repeats, warmup=2))
 
 
 # ----------------------------------------------------------------------------------------

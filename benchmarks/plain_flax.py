@@ -1,14 +1,14 @@
 """The straightforward Flax extraction and training, kept as the benchmarks' "before".
 
 What `transfer_jax` computed before its speed work (docs/benchmarks.md): the log-mel
-frames by a gather, `model.apply` vmapped over examples (BatchNorm and ELU at full
-resolution, then `flax.linen.max_pool`), and training through flax's max-pool, whose
-gradient XLA computes by select-and-scatter. Same numbers as the library (checked in
+frames by a gather; `PlainTagger`, the layers in their literal order (BatchNorm and ELU
+at full resolution, then `flax.linen.max_pool`, whose gradient XLA computes by
+select-and-scatter), with the same variables as `transfer_jax.model.Tagger`; extraction
+as `PlainTagger.apply` vmapped over examples. Same numbers as the library (checked in
 bench_extraction.py), slower.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import flax.linen as nn
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transfer_jax import frontend
-from transfer_jax.config import FrontendConfig
-from transfer_jax.model import Tagger
+from transfer_jax.config import FrontendConfig, ModelConfig
+from transfer_jax.model import ModeBatchNorm, Tagger, he_normal
 
 
 def log_mel(y: jax.Array, cfg: FrontendConfig, ref: frontend.Ref = "clip") -> jax.Array:
@@ -35,22 +35,29 @@ def log_mel(y: jax.Array, cfg: FrontendConfig, ref: frontend.Ref = "clip") -> ja
     return frontend._to_db(mel, ref, cfg.amin, cfg.top_db, jnp, (0, 1, 2))
 
 
-@contextlib.contextmanager
-def flax_max_pool():
-    """Within: `transfer_jax.model.Tagger` pools with `flax.linen.max_pool` (trace inside)."""
-    from transfer_jax import model as model_lib
+class PlainTagger(nn.Module):
+    """`Tagger` written layer by layer: Conv3x3 -> BatchNorm -> ELU -> MaxPool, x5."""
 
-    original = model_lib.max_pool
-    model_lib.max_pool = lambda x, window: nn.max_pool(x, window, strides=window, padding="VALID")
-    try:
-        yield
-    finally:
-        model_lib.max_pool = original
+    config: ModelConfig = ModelConfig()
+    norm: str = "running"
+
+    @nn.compact
+    def __call__(self, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
+        cfg, x, features = self.config, mel[..., None], []
+        for i, pool in enumerate(cfg.pools, start=1):
+            x = nn.Conv(cfg.channels, (3, 3), padding="SAME", kernel_init=he_normal, name=f"conv{i}")(x)
+            x = ModeBatchNorm(self.norm, cfg.bn_epsilon, cfg.bn_momentum, name=f"bn{i}")(x)
+            x = nn.max_pool(nn.elu(x), pool, strides=pool, padding="VALID")
+            features.append(x.mean(axis=(1, 2)))
+        return nn.Dense(cfg.n_classes, name="dense")(features[-1]), jnp.stack(features, axis=1)
+
+
+def plain(model: Tagger) -> PlainTagger:
+    return PlainTagger(model.config, model.norm)
 
 
 def _apply_each(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
-    with flax_max_pool():
-        return jax.vmap(lambda m: model.apply(variables, m[None])[1][0])(mel)
+    return jax.vmap(lambda m: plain(model).apply(variables, m[None])[1][0])(mel)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

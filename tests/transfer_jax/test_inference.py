@@ -11,30 +11,12 @@ from transfer_jax.config import FrontendConfig
 from transfer_jax.model import Tagger, init_variables, max_pool
 
 
-def _perturbed(model: Tagger, seed: int) -> dict:
-    """Variables with BatchNorm scales of both signs (so pool-first must take minima),
-    biases and running statistics far from their initial values."""
-    v = init_variables(model, jax.random.key(seed))
-    rng = np.random.default_rng(seed)
-    params = jax.tree_util.tree_map(np.asarray, v["params"])
-    stats = jax.tree_util.tree_map(np.asarray, v["batch_stats"])
-    for i in range(1, model.config.n_layers + 1):
-        c = model.config.channels
-        params[f"conv{i}"]["bias"] = rng.normal(0, 0.5, c).astype(np.float32)
-        params[f"bn{i}"]["scale"] = rng.normal(0, 1.0, c).astype(np.float32)
-        params[f"bn{i}"]["bias"] = rng.normal(0, 0.5, c).astype(np.float32)
-        stats[f"bn{i}"]["mean"] = rng.normal(0, 2.0, c).astype(np.float32)
-        stats[f"bn{i}"]["var"] = rng.uniform(0.2, 5.0, c).astype(np.float32)
-    assert any((params[f"bn{i}"]["scale"] < 0).any() for i in range(1, 6))
-    return {"params": params, "batch_stats": stats}
-
-
 @pytest.mark.parametrize("norm", ["per_clip", "running"])
 @pytest.mark.parametrize("n_samples", [18_176, 16_384])  # 71 frames (pools leave remainders), 64 (exact)
-def test_clip_features_equal_the_module(small_config, norm, n_samples):
+def test_clip_features_equal_the_module(small_config, perturb, norm, n_samples):
     cfg = dataclasses.replace(small_config, frontend=FrontendConfig(n_samples=n_samples))
     model = Tagger(cfg, norm=norm)
-    v = _perturbed(model, seed=n_samples)
+    v = perturb(model, seed=n_samples)
     mel = jax.random.uniform(jax.random.key(1), (3, 96, cfg.frontend.n_frames), minval=-80.0, maxval=0.0)
     want = jax.vmap(lambda m: model.apply(v, m[None])[1][0])(mel)
     got = jax.jit(jax.vmap(lambda m: inference.clip_features(model, v, m)))(mel)

@@ -1,11 +1,13 @@
+import flax.linen as nn
 import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from transfer_jax.config import ModelConfig
-from transfer_jax.model import Tagger, count_params, init_variables
+from transfer_jax.model import ModeBatchNorm, Tagger, count_params, init_variables
 
 
 def test_paper_model_size_and_shapes():
@@ -80,3 +82,44 @@ def test_input_too_small_is_a_clear_error():
         Tagger().init(jax.random.key(0), jnp.zeros((1, 96, 100)))
     with pytest.raises(ValueError, match="norm must be one of"):
         Tagger(norm="instance").init(jax.random.key(0), jnp.zeros((1, 96, 1360)))
+
+
+class LiteralTagger(nn.Module):
+    """The paper's layer order, literally: Conv -> BatchNorm -> ELU -> MaxPool."""
+
+    config: object
+    norm: str
+
+    @nn.compact
+    def __call__(self, mel):
+        cfg, x, feats = self.config, mel[..., None], []
+        for i, pool in enumerate(cfg.pools, start=1):
+            x = nn.Conv(cfg.channels, (3, 3), padding="SAME", name=f"conv{i}")(x)
+            x = ModeBatchNorm(self.norm, cfg.bn_epsilon, cfg.bn_momentum, name=f"bn{i}")(x)
+            x = nn.max_pool(nn.elu(x), pool, strides=pool, padding="VALID")
+            feats.append(x.mean(axis=(1, 2)))
+        return nn.Dense(cfg.n_classes, name="dense")(feats[-1]), jnp.stack(feats, axis=1)
+
+
+@pytest.mark.parametrize("norm", ["train", "batch", "per_clip", "running"])
+def test_pool_first_tagger_equals_the_literal_layer_order(small_config, perturb, norm):
+    model, literal = Tagger(small_config, norm=norm), LiteralTagger(small_config, norm)
+    v = perturb(model, seed=3)
+    mel = jax.random.uniform(jax.random.key(2), (4, 96, 71), minval=-80.0, maxval=0.0)
+    labels = (jax.random.uniform(jax.random.key(3), (4, 6)) < 0.3).astype(jnp.float32)
+
+    def loss(m, params):
+        (logits, feats), stats = m.apply({"params": params, "batch_stats": v["batch_stats"]}, mel,
+                                         mutable=["batch_stats"])
+        return optax.sigmoid_binary_cross_entropy(logits, labels).mean(), (feats, stats)
+
+    (l1, (f1, s1)), g1 = jax.value_and_grad(lambda p: loss(model, p), has_aux=True)(v["params"])
+    (l2, (f2, s2)), g2 = jax.value_and_grad(lambda p: loss(literal, p), has_aux=True)(v["params"])
+    np.testing.assert_allclose(f1, f2, atol=1e-5 * float(jnp.abs(f2).max()))
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    # float32 rounding only: in float64 the gradients agree to 1e-15 (checked by hand);
+    # tolerances are relative to the largest gradient (conv biases' are ~0: BN cancels them)
+    for got, want in ((g1, g2), (s1, s2)):
+        scale = max(float(jnp.abs(w).max()) for w in jax.tree_util.tree_leaves(want))
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(a, b, atol=1e-3 * scale)
