@@ -19,8 +19,7 @@ Sections:
   (`extraction.features_from_mel`: pool-first, lax.map on CPU / vmap on GPU), the plain
   Flax "before" (benchmarks/plain_flax.py: vmap of `model.apply`), the library in bf16,
   tf.keras (graph; XLA), torch (channels_last); audio -> features (mel fused); the
-  log-mel alone (library framing vs gathered frames); max abs feature difference of
-  each against the library in fp32;
+  log-mel alone; max abs feature difference of each against the library in fp32;
 - train: train-step clips/s at the paper's input size, JAX (library step, reshape
   max-pool) vs the same step with flax's max-pool vs tf.keras vs torch;
 - hear: `transfer_jax.hear` timestamp embeddings (windows/s) and scene embeddings;
@@ -266,15 +265,13 @@ def section_forward(config: ModelConfig) -> None:
         # audio -> features, the extraction path (per_clip: the published one-file mode)
         pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
         mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
-        plain_mel = jax.jit(plain_flax.log_mel, static_argnames=("cfg", "ref"))
         for name, fn, want in (
             ("JAX library audio->features (extraction.features_from_audio), per_clip",
              lambda: extraction.features_from_audio(per_clip, v, waves), pc_ref),
-            ("JAX plain Flax audio->features (gathered mel, vmap of apply), per_clip",
+            ("JAX plain Flax audio->features (vmap of log-mel + apply), per_clip",
              lambda: plain_flax.features_from_audio(per_clip, v, waves), pc_ref),
             ("JAX log-mel only (frontend.log_mel_jit)", lambda: frontend.log_mel_jit(waves, config.frontend, "clip"),
              mel_ref),
-            ("JAX log-mel only, gathered frames (before)", lambda: plain_mel(waves, config.frontend, "clip"), mel_ref),
         ):
             with survive(f"forward {name} b={b}"):
                 d = float(np.max(np.abs(np.asarray(block(fn())) - want)))

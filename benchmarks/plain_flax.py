@@ -1,7 +1,6 @@
 """The straightforward Flax extraction and training, kept as the benchmarks' "before".
 
-What `transfer_jax` computed before its speed work (docs/benchmarks.md): the log-mel
-frames by a gather; `PlainTagger`, the layers in their literal order (BatchNorm and ELU
+What `transfer_jax` computed before its speed work (docs/benchmarks.md): `PlainTagger`, the layers in their literal order (BatchNorm and ELU
 at full resolution, then `flax.linen.max_pool`, whose gradient XLA computes by
 select-and-scatter), with the same variables as `transfer_jax.model.Tagger`; extraction
 as `PlainTagger.apply` vmapped over examples. Same numbers as the library (checked in
@@ -14,25 +13,10 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from transfer_jax import frontend
-from transfer_jax.config import FrontendConfig, ModelConfig
+from transfer_jax.config import ModelConfig
 from transfer_jax.model import ModeBatchNorm, Tagger, he_normal
-
-
-def log_mel(y: jax.Array, cfg: FrontendConfig, ref: frontend.Ref = "clip") -> jax.Array:
-    """(batch, n_samples) -> (batch, n_mels, frames), frames gathered by index."""
-    n = y.shape[-1]
-    left, right = frontend._pad_widths(n, cfg)
-    frames = -(-n // cfg.hop_length)
-    idx = cfg.hop_length * jnp.arange(frames)[:, None] + jnp.arange(cfg.n_fft)[None, :]
-    window = jnp.asarray(np.hanning(cfg.n_fft + 1)[:-1], jnp.float32)
-    spec = jnp.fft.rfft(jnp.pad(y, ((0, 0), (left, right)))[:, idx] * window, axis=-1)
-    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-    mel = jnp.einsum("btk,km->bmt", power, jnp.asarray(frontend.mel_filterbank(cfg)),
-                     precision=jax.lax.Precision.HIGHEST)
-    return frontend._to_db(mel, ref, cfg.amin, cfg.top_db, jnp, (0, 1, 2))
 
 
 class PlainTagger(nn.Module):
@@ -68,6 +52,6 @@ def features_from_mel(model: Tagger, variables: dict, mel: jax.Array) -> jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("model", "ref"))
 def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: frontend.Ref = "clip") -> jax.Array:
-    """(batch, n_samples) -> (batch, n_layers, channels): gathered log-mel, vmap of apply."""
+    """(batch, n_samples) -> (batch, n_layers, channels): vmap of log-mel and apply."""
     cfg = model.config.frontend
-    return jax.vmap(lambda w: _apply_each(model, variables, log_mel(w[None], cfg, ref))[0])(waves)
+    return jax.vmap(lambda w: _apply_each(model, variables, frontend.log_mel(w[None], cfg, ref))[0])(waves)

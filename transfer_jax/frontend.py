@@ -71,28 +71,18 @@ def log_mel_librosa(y: np.ndarray, cfg: FrontendConfig = FrontendConfig(), ref: 
     return out if batched else out[0]
 
 
-def _frames(y: jax.Array, cfg: FrontendConfig) -> jax.Array:
-    """'same' STFT frames, (batch, n_samples) -> (batch, frames, n_fft). When n_fft is
-    two hops (the paper's 512 / 256) each frame is two consecutive hop-sized rows of the
-    reshaped signal, which avoids a gather (3x faster on CPU)."""
-    n = y.shape[-1]
-    left, right = _pad_widths(n, cfg)
-    frames, hop = -(-n // cfg.hop_length), cfg.hop_length
-    if cfg.n_fft == 2 * hop:
-        extra = (-(n + left + right)) % hop + hop  # whole rows, one spare
-        rows = jnp.pad(y, ((0, 0), (left, right + extra))).reshape(y.shape[0], -1, hop)
-        return jnp.concatenate([rows[:, :frames], rows[:, 1:frames + 1]], axis=-1)
-    idx = hop * jnp.arange(frames)[:, None] + jnp.arange(cfg.n_fft)[None, :]
-    return jnp.pad(y, ((0, 0), (left, right)))[:, idx]
-
-
 def log_mel(y: jax.Array, cfg: FrontendConfig = FrontendConfig(), ref: Ref = "clip") -> jax.Array:
     """JAX frontend. y: (batch, n_samples) -> (batch, n_mels, frames). Jit-friendly."""
     y = jnp.asarray(y, jnp.float32)
     if y.ndim != 2:
         raise ValueError(f"log_mel expects (batch, n_samples), got shape {y.shape}")
+    n = y.shape[-1]
+    left, right = _pad_widths(n, cfg)
+    padded = jnp.pad(y, ((0, 0), (left, right)))
+    frames = -(-n // cfg.hop_length)
+    idx = cfg.hop_length * jnp.arange(frames)[:, None] + jnp.arange(cfg.n_fft)[None, :]
     window = jnp.asarray(np.hanning(cfg.n_fft + 1)[:-1], jnp.float32)  # periodic Hann
-    spec = jnp.fft.rfft(_frames(y, cfg) * window, axis=-1)  # (batch, frames, n_bins)
+    spec = jnp.fft.rfft(padded[:, idx] * window, axis=-1)  # (batch, frames, n_bins)
     power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
     mel = jnp.einsum("btk,km->bmt", power, jnp.asarray(mel_filterbank(cfg)),
                      precision=jax.lax.Precision.HIGHEST)
