@@ -58,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--e2e-files", type=int, default=16, help="files per e2e set")
     p.add_argument("--frameworks", default="jax,keras,torch")
     p.add_argument("--out", default="")
+    p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -208,7 +209,30 @@ def test_mels(batch: int, config: ModelConfig, seed: int = 0) -> np.ndarray:
 
 
 def frameworks() -> set[str]:
-    return set(ARGS.frameworks.split(","))
+    """TensorFlow and PyTorch in one process crash (a segfault in libc's free during the
+    torch train step, with either allocator): torch rows then come from a child process
+    of this script (`torch_rows`), same inputs and weights."""
+    chosen = set(ARGS.frameworks.split(","))
+    if ARGS.torch_child:
+        return {"torch"}
+    return chosen - {"torch"} if {"keras", "torch"} <= chosen else chosen
+
+
+def torch_rows(sections: list[str]) -> None:
+    """Runs this script for the torch rows alone in a child process; adds its rows."""
+    import subprocess
+
+    wanted = [s for s in sections if s in ("forward", "train")]
+    if not wanted:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "torch.json"
+        subprocess.run([sys.executable, __file__, "--torch-child", "--frameworks", "torch",
+                        "--sections", ",".join(wanted), "--batches", ARGS.batches,
+                        "--train-batches", ARGS.train_batches, "--repeats", str(ARGS.repeats),
+                        "--allocator", ARGS.allocator, "--out", str(out)], check=False)
+        if out.exists():
+            ROWS.extend(json.loads(out.read_text())["rows"])
 
 
 def keras_impl(config, variables):
@@ -248,7 +272,7 @@ def section_forward(config: ModelConfig) -> None:
         def diff(out) -> float:
             return float(np.max(np.abs(np.asarray(block(out), np.float32) - ref)))
 
-        impls = {
+        impls = {} if ARGS.torch_child else {
             "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
             "JAX plain Flax (vmap of model.apply), running": lambda: plain_flax.features_from_mel(run, v, mel),
             "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
@@ -265,7 +289,7 @@ def section_forward(config: ModelConfig) -> None:
         # audio -> features, the extraction path (per_clip: the published one-file mode)
         pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
         mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
-        for name, fn, want in (
+        for name, fn, want in () if ARGS.torch_child else (
             ("JAX library audio->features (extraction.features_from_audio), per_clip",
              lambda: extraction.features_from_audio(per_clip, v, waves), pc_ref),
             ("JAX plain Flax audio->features (vmap of log-mel + apply), per_clip",
@@ -287,8 +311,10 @@ def section_train(config: ModelConfig) -> None:
 def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
-    for name, model in (("JAX library train step (jit, Adam)", Tagger(config, norm="train")),
-                        ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train"))):
+    jax_models = () if ARGS.torch_child else (
+        ("JAX library train step (jit, Adam)", Tagger(config, norm="train")),
+        ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train")))
+    for name, model in jax_models:
         tx = train.make_optimizer(1e-3)
         mesh = train.make_mesh()
         state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames, mesh)}
@@ -408,10 +434,12 @@ def main() -> None:
     if "train" in sections:
         with survive("section train"):
             section_train(config)
-    if "e2e" in sections:
+    if {"keras", "torch"} <= set(ARGS.frameworks.split(",")) and not ARGS.torch_child:
+        torch_rows(sections)
+    if "e2e" in sections and not ARGS.torch_child:
         with survive("section e2e"):
             section_e2e(config)
-    if "hear" in sections:
+    if "hear" in sections and not ARGS.torch_child:
         with survive("section hear"):
             section_hear(config)
     info["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
