@@ -22,8 +22,10 @@ stand-ins with the real tasks' labels and folds and the released features' scale
 MFCC+12345) through `evaluation.evaluate_task(protocols=["faithful"], n_jobs=...)`, no
 cache; wall time against the 5-minute target.
 `urbansound`: the faithful protocol of the given feature sets (each in its own process
-when n_jobs > 1) over the predefined folds, or over the first --folds of them; per-set
-wall time, then an extrapolation to 33 sets (stated as such).
+when n_jobs > 1) over the predefined folds, or over the first --folds of them; each
+fold's wall time as it finishes (a line of JSON), per-set wall time, then a naive
+extrapolation to 33 sets (mean set time x 33 / n_jobs; docs/evaluation.md weighs the
+sets instead).
 Prints the load average (1 min) before and after each measurement: the machine is shared.
 """
 from __future__ import annotations
@@ -111,10 +113,27 @@ def _one_set(task: evaluation.Task, name: str, n_folds: int) -> dict:
         np.concatenate([task.sets.mfcc, evaluation.select_layers(task.sets.convnet, "12345")], 1)
         if name == "mfcc+12345" else evaluation.select_layers(task.sets.convnet, name))
     folds = task.folds[:n_folds]
+    from transfer_jax import kernel_grid
+
+    fold_scores, fold_times = kernel_grid.fold_scores, []
+
+    def timed(*a, **k):  # per-fold wall time, printed as it comes (long runs)
+        t0 = time.perf_counter()
+        out = fold_scores(*a, **k)
+        fold_times.append(round(time.perf_counter() - t0, 1))
+        print(json.dumps({"set": name, "fold": len(fold_times) - 1, "seconds": fold_times[-1],
+                          "exact_fits": int(out[1].sum()), "load": round(load(), 2)}), flush=True)
+        return out
+
+    kernel_grid.fold_scores = timed
     t = time.perf_counter()
-    r = probe.evaluate(X, task.y, task_type="classification", scale=False, folds=folds)
+    try:
+        r = probe.evaluate(X, task.y, task_type="classification", scale=False, folds=folds)
+    finally:
+        kernel_grid.fold_scores = fold_scores
     return {"set": name, "dim": X.shape[1], "folds": len(folds), "seconds": round(time.perf_counter() - t, 1),
-            "score": round(r.score, 5), "best_params": r.best_params, "exact_fits": r.exact_fits}
+            "fold_seconds": fold_times, "score": round(r.score, 5), "best_params": r.best_params,
+            "exact_fits": r.exact_fits}
 
 
 def bench_urbansound(args) -> None:
