@@ -15,6 +15,7 @@ given order, with the batch-maximum dB reference (the paper's own batching).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 
 import jax
@@ -188,10 +189,13 @@ def _extract_batch_mode(model, variables, segs, ref, batch_size) -> np.ndarray:
         for i in range(0, len(flat), batch_size)]))
 
 
-def load_many(paths: Sequence, sr: int, workers: int | None = None, stream_over_s: float | None = None):
-    """Decodes files in parallel threads, yielding (index, waveform or AudioError) in order;
-    a file longer than `stream_over_s` seconds is not decoded: its path is yielded as a
-    `Streamed` for the caller to stream (`streaming.stream_features`)."""
+def load_many(paths: Sequence, sr: int, workers: int | None = None, stream_over_s: float | None = None,
+              ahead: int = 32):
+    """Decodes files in parallel threads, yielding (index, waveform or AudioError) in order,
+    at most `ahead` files decoded ahead of the consumer (memory stays bounded for any
+    number of files); a file longer than `stream_over_s` seconds is not decoded: its path
+    is yielded as a `Streamed` for the caller to stream (`streaming.stream_features`)."""
+    import collections
     import concurrent.futures as cf
     import os
 
@@ -205,8 +209,16 @@ def load_many(paths: Sequence, sr: int, workers: int | None = None, stream_over_
         except audio_lib.AudioError as e:
             return e
 
+    todo = iter(paths)
     with cf.ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        yield from enumerate(pool.map(load, paths))
+        window = collections.deque(pool.submit(load, p) for p in itertools.islice(todo, max(ahead, 1)))
+        i = 0
+        while window:
+            result = window.popleft().result()
+            for p in itertools.islice(todo, 1):
+                window.append(pool.submit(load, p))
+            yield i, result
+            i += 1
 
 
 class Streamed(str):
@@ -228,8 +240,9 @@ def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = No
 
     Memory: files longer than `stream_over_s` (default 10 minutes) are streamed in blocks
     (`streaming.stream_features`, same features) instead of decoded whole, so memory
-    stays bounded by 4 x batch_size decoded inputs of at most that length, whatever the
-    files' lengths (None: decode everything; "batch" norm never streams).
+    stays bounded by 4 x batch_size + 32 (`load_many`'s look-ahead) decoded files of at
+    most that length, whatever the number and lengths of the files (None: decode
+    everything; "batch" norm holds all good files, in order, and never streams).
     """
     from tqdm.auto import tqdm
 

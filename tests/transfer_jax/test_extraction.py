@@ -109,3 +109,14 @@ def test_extract_files_streams_long_files_with_the_same_features(setup, tmp_path
     if long_policy == "mean":  # more than one input was averaged for the long files
         first, _ = ex.extract_files(v, paths[:1], model=model, stream_over_s=2.0, long_policy="first")
         assert np.abs(first[0] - streamed[0]).max() > 1e-3
+
+
+def test_load_many_decodes_a_bounded_window_ahead(monkeypatch):
+    started = []
+    monkeypatch.setattr(ex.audio_lib, "load_audio", lambda p, sr: started.append(p) or np.zeros(4, np.float32))
+    gen = ex.load_many([f"f{i}.wav" for i in range(100)], 12_000, workers=2, ahead=5)
+    for k in range(3):
+        i, w = next(gen)
+        assert i == k and w.shape == (4,)
+    assert len(started) <= 5 + 3  # the window, refilled once per item taken
+    assert [i for i, _ in gen] == list(range(3, 100)) and len(started) == 100
