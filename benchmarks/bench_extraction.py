@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--e2e-files", type=int, default=16, help="files per e2e set")
     p.add_argument("--frameworks", default="jax,keras,torch")
     p.add_argument("--out", default="")
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip the plain Flax rows (OOM-killed at b=256 on a 24 GB machine)")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -274,10 +276,11 @@ def section_forward(config: ModelConfig) -> None:
 
         impls = {} if ARGS.torch_child else {
             "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
-            "JAX plain Flax (vmap of model.apply), running": lambda: plain_flax.features_from_mel(run, v, mel),
             "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
                 run, v_bf16, mel.astype(jnp.bfloat16)),
         }
+        if not ARGS.no_plain and not ARGS.torch_child:
+            impls["JAX plain Flax (vmap of model.apply), running"] = lambda: plain_flax.features_from_mel(run, v, mel)
         if k_graph:
             impls["tf.keras (tf.function graph), running"] = lambda: k_graph(mel)
             impls["tf.keras (tf.function XLA), running"] = lambda: k_xla(mel)
@@ -292,8 +295,8 @@ def section_forward(config: ModelConfig) -> None:
         for name, fn, want in () if ARGS.torch_child else (
             ("JAX library audio->features (extraction.features_from_audio), per_clip",
              lambda: extraction.features_from_audio(per_clip, v, waves), pc_ref),
-            ("JAX plain Flax audio->features (vmap of log-mel + apply), per_clip",
-             lambda: plain_flax.features_from_audio(per_clip, v, waves), pc_ref),
+            *(() if ARGS.no_plain else (("JAX plain Flax audio->features (vmap of log-mel + apply), per_clip",
+                                          lambda: plain_flax.features_from_audio(per_clip, v, waves), pc_ref),)),
             ("JAX log-mel only (frontend.log_mel_jit)", lambda: frontend.log_mel_jit(waves, config.frontend, "clip"),
              mel_ref),
         ):

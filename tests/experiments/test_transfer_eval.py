@@ -12,20 +12,26 @@ import soundfile as sf
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_folder_task_end_to_end(tmp_path, small_config):
+def _checkpoint_and_tone_task(tmp_path, config, n_per_class: int, name) -> None:
+    """tmp_path/ckpt (per-clip, random weights) and tmp_path/task/{low,high}/name(label, i)
+    .wav: noisy tones around 200 Hz and 2.5 kHz, 1.7 s at 12 kHz."""
     from transfer_jax import checkpoint
     from transfer_jax.model import Tagger, init_variables
 
-    model = Tagger(small_config, norm="per_clip")
+    model = Tagger(config, norm="per_clip")
     checkpoint.save_pretrained(tmp_path / "ckpt", init_variables(model, jax.random.key(0)),
                                checkpoint.model_metadata(model))
     rng = np.random.default_rng(0)
     t = np.arange(20_000) / 12_000
     for label, freq in (("low", 200.0), ("high", 2500.0)):
         (tmp_path / "task" / label).mkdir(parents=True)
-        for i in range(12):
+        for i in range(n_per_class):
             y = 0.4 * np.sin(2 * np.pi * freq * (1 + 0.05 * rng.normal()) * t) + 0.02 * rng.normal(size=t.size)
-            sf.write(tmp_path / "task" / label / f"{i}.wav", y.astype(np.float32), 12_000)
+            sf.write(tmp_path / "task" / label / name(label, i), y.astype(np.float32), 12_000)
+
+
+def test_folder_task_end_to_end(tmp_path, small_config):
+    _checkpoint_and_tone_task(tmp_path, small_config, 12, lambda label, i: f"{i}.wav")
     broken = tmp_path / "task" / "high" / "broken.wav"
     broken.write_bytes(b"not audio at all")
 
@@ -117,19 +123,7 @@ def test_precomputed_task_with_split_dir(tmp_path):
 
 
 def test_audio_task_with_split_dir_drops_broken_listed_files(tmp_path, small_config):
-    from transfer_jax import checkpoint
-    from transfer_jax.model import Tagger, init_variables
-
-    model = Tagger(small_config, norm="per_clip")
-    checkpoint.save_pretrained(tmp_path / "ckpt", init_variables(model, jax.random.key(0)),
-                               checkpoint.model_metadata(model))
-    rng = np.random.default_rng(0)
-    t = np.arange(20_000) / 12_000
-    for label, freq in (("low", 200.0), ("high", 2500.0)):
-        (tmp_path / "task" / label).mkdir(parents=True)
-        for i in range(6):
-            y = 0.4 * np.sin(2 * np.pi * freq * (1 + 0.05 * rng.normal()) * t) + 0.02 * rng.normal(size=t.size)
-            sf.write(tmp_path / "task" / label / f"{label}.{i:05d}.wav", y.astype(np.float32), 12_000)
+    _checkpoint_and_tone_task(tmp_path, small_config, 6, lambda label, i: f"{label}.{i:05d}.wav")
     (tmp_path / "task" / "high" / "high.00099.wav").write_bytes(b"not audio at all")
     splits = tmp_path / "splits"
     splits.mkdir()

@@ -83,18 +83,17 @@ def test_split_errors_name_the_file(tmp_path):
     (d / "valid_filtered.txt").unlink()
     with pytest.raises(FileNotFoundError, match="valid_filtered.txt"):
         splits.load_split_dir(d, clips)
-    _write(d / "valid_filtered.txt", ["", "  "])
-    with pytest.raises(ValueError, match=r"valid_filtered.txt is empty"):
-        splits.load_split_dir(d, clips)
-    _write(d / "valid_filtered.txt", ["blues/blues.00001.wav", "pop/pop.00099.wav"])
-    with pytest.raises(ValueError, match=r"valid_filtered.txt lists 1 clip\(s\) not in the dataset.*pop.00099"):
-        splits.load_split_dir(d, clips)
-    _write(d / "valid_filtered.txt", ["blues/blues.00001.wav", "jazz/jazz.00001.wav"])
-    with pytest.raises(ValueError, match=r"jazz.00001.*valid_filtered.txt and .*test_filtered.txt.*overlap"):
-        splits.load_split_dir(d, clips)
-    _write(d / "valid_filtered.txt", ["blues/blues.00001.wav", "blues/blues.00001.au"])
-    with pytest.raises(ValueError, match=r"twice in split file .*valid_filtered.txt"):
-        splits.load_split_dir(d, clips)
+    for lines, message in (
+        (["", "  "], r"valid_filtered.txt is empty"),
+        (["blues/blues.00001.wav", "pop/pop.00099.wav"],
+         r"valid_filtered.txt lists 1 clip\(s\) not in the dataset.*pop.00099"),
+        (["blues/blues.00001.wav", "jazz/jazz.00001.wav"],
+         r"jazz.00001.*valid_filtered.txt and .*test_filtered.txt.*overlap"),
+        (["blues/blues.00001.wav", "blues/blues.00001.au"], r"twice in split file .*valid_filtered.txt"),
+    ):
+        _write(d / "valid_filtered.txt", lines)
+        with pytest.raises(ValueError, match=message):
+            splits.load_split_dir(d, clips)
     with pytest.raises(ValueError, match="not unique"):
         splits.heldout_split(["x/a.wav", "x/a.wav"], splits.split_paths(d))
 
