@@ -12,15 +12,25 @@ import soundfile as sf
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _checkpoint_and_tone_task(tmp_path, config, n_per_class: int, name) -> None:
-    """tmp_path/ckpt (per-clip, random weights) and tmp_path/task/{low,high}/name(label, i)
-    .wav: noisy tones around 200 Hz and 2.5 kHz, 1.7 s at 12 kHz."""
+def _transfer_eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "transfer_eval.py"), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def _checkpoint(tmp_path, config) -> None:
+    """tmp_path/ckpt: a per-clip tagger with random weights."""
     from transfer_jax import checkpoint
     from transfer_jax.model import Tagger, init_variables
 
     model = Tagger(config, norm="per_clip")
     checkpoint.save_pretrained(tmp_path / "ckpt", init_variables(model, jax.random.key(0)),
                                checkpoint.model_metadata(model))
+
+
+def _checkpoint_and_tone_task(tmp_path, config, n_per_class: int, name) -> None:
+    """`_checkpoint` and tmp_path/task/{low,high}/name(label, i): noisy tones around 200 Hz
+    and 2.5 kHz, 1.7 s at 12 kHz."""
+    _checkpoint(tmp_path, config)
     rng = np.random.default_rng(0)
     t = np.arange(20_000) / 12_000
     for label, freq in (("low", 200.0), ("high", 2500.0)):
@@ -35,11 +45,9 @@ def test_folder_task_end_to_end(tmp_path, small_config):
     broken = tmp_path / "task" / "high" / "broken.wav"
     broken.write_bytes(b"not audio at all")
 
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "transfer_eval.py"),
-                          f"--checkpoint={tmp_path / 'ckpt'}", f"--audio_dir={tmp_path / 'task'}",
-                          "--task=pitch", f"--out={tmp_path / 'out'}", "--layers=1,12345",
-                          "--random-seeds=2", "--n-splits=3", "--inner-splits=2", "--n_jobs=1"],
-                         capture_output=True, text=True, timeout=600)
+    out = _transfer_eval(f"--checkpoint={tmp_path / 'ckpt'}", f"--audio_dir={tmp_path / 'task'}",
+                         "--task=pitch", f"--out={tmp_path / 'out'}", "--layers=1,12345",
+                         "--random-seeds=2", "--n-splits=3", "--inner-splits=2", "--n_jobs=1")
     assert out.returncode == 0, out.stderr[-3000:]
     df = pd.read_csv(tmp_path / "out" / "pitch.csv", keep_default_na=False)
     assert {"task", "feature", "layers", "score", "best_params", "protocol"} <= set(df.columns)
@@ -55,12 +63,7 @@ def test_folder_task_end_to_end(tmp_path, small_config):
 
 
 def test_regression_from_targets_csv(tmp_path, small_config):
-    from transfer_jax import checkpoint
-    from transfer_jax.model import Tagger, init_variables
-
-    model = Tagger(small_config, norm="per_clip")
-    checkpoint.save_pretrained(tmp_path / "ckpt", init_variables(model, jax.random.key(0)),
-                               checkpoint.model_metadata(model))
+    _checkpoint(tmp_path, small_config)
     t = np.arange(20_000) / 12_000
     rows = []
     (tmp_path / "clips").mkdir()
@@ -69,11 +72,9 @@ def test_regression_from_targets_csv(tmp_path, small_config):
         rows.append({"file": f"clips/{i}.wav", "target": np.log(freq)})
     order = np.random.default_rng(0).permutation(len(rows))  # unshuffled KFold: mix the range
     pd.DataFrame([rows[i] for i in order]).to_csv(tmp_path / "targets.csv", index=False)
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "transfer_eval.py"),
-                          f"--checkpoint={tmp_path / 'ckpt'}", f"--targets-csv={tmp_path / 'targets.csv'}",
-                          "--task=pitch_reg", f"--out={tmp_path / 'out'}", "--layers=12345",
-                          "--random_seeds=1", "--n_splits=4", "--protocols=faithful", "--n_jobs=1"],
-                         capture_output=True, text=True, timeout=600)
+    out = _transfer_eval(f"--checkpoint={tmp_path / 'ckpt'}", f"--targets-csv={tmp_path / 'targets.csv'}",
+                         "--task=pitch_reg", f"--out={tmp_path / 'out'}", "--layers=12345",
+                         "--random_seeds=1", "--n_splits=4", "--protocols=faithful", "--n_jobs=1")
     assert out.returncode == 0, out.stderr[-3000:]
     df = pd.read_csv(tmp_path / "out" / "pitch_reg.csv", keep_default_na=False)
     assert list(df.feature) == ["convnet", "random", "mfcc", "mfcc+convnet"]
@@ -104,10 +105,9 @@ def _gtzan_layout(root, per_genre=8):
 
 def test_precomputed_task_with_split_dir(tmp_path):
     splits = _gtzan_layout(tmp_path)
-    cmd = [sys.executable, str(ROOT / "experiments" / "transfer_eval.py"), f"--precomputed-dir={tmp_path / 'feats'}",
-           f"--csv-dir={tmp_path / 'csv'}", "--task=gtzan_genre", f"--out={tmp_path / 'out'}", "--layers=1,12345",
-           "--protocols=faithful", "--n-splits=3", "--n_jobs=1"]
-    out = subprocess.run(cmd + [f"--split-dir={splits}"], capture_output=True, text=True, timeout=600)
+    args = [f"--precomputed-dir={tmp_path / 'feats'}", f"--csv-dir={tmp_path / 'csv'}", "--task=gtzan_genre",
+            f"--out={tmp_path / 'out'}", "--layers=1,12345", "--protocols=faithful", "--n-splits=3", "--n_jobs=1"]
+    out = _transfer_eval(*args, f"--split-dir={splits}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "held-out split 12/6/6" in out.stdout
     df = pd.read_csv(tmp_path / "out" / "gtzan_genre.csv", keep_default_na=False)
@@ -116,9 +116,9 @@ def test_precomputed_task_with_split_dir(tmp_path):
     assert (held.n_splits == 1).all() and (held.score > 0.8).all()
     assert "heldout" in (tmp_path / "out" / "summary.md").read_text()
     (splits / "valid_filtered.txt").write_text("")
-    bad = subprocess.run(cmd + [f"--split-dir={splits}"], capture_output=True, text=True, timeout=600)
+    bad = _transfer_eval(*args, f"--split-dir={splits}")
     assert bad.returncode != 0 and "valid_filtered.txt is empty" in bad.stderr
-    nosplit = subprocess.run(cmd[:-4] + ["--protocols=heldout"], capture_output=True, text=True, timeout=600)
+    nosplit = _transfer_eval(*args[:-4], "--protocols=heldout")
     assert nosplit.returncode != 0 and "needs --split_dir" in nosplit.stderr
 
 
@@ -132,11 +132,9 @@ def test_audio_task_with_split_dir_drops_broken_listed_files(tmp_path, small_con
         extra = ["high/high.00099.au"] if name == "test" else []  # listed, but fails to load
         (splits / f"{name}_filtered.txt").write_text(
             "\n".join([f"{c}/{c}.{i:05d}.au" for c in ("low", "high") for i in ids] + extra) + "\n")
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "transfer_eval.py"),
-                          f"--checkpoint={tmp_path / 'ckpt'}", f"--audio-dir={tmp_path / 'task'}", "--task=pitch",
-                          f"--out={tmp_path / 'out'}", "--layers=12345", "--random-seeds=1", "--n-splits=3",
-                          "--protocols=faithful", f"--split-dir={splits}", "--n_jobs=1"],
-                         capture_output=True, text=True, timeout=600)
+    out = _transfer_eval(f"--checkpoint={tmp_path / 'ckpt'}", f"--audio-dir={tmp_path / 'task'}", "--task=pitch",
+                         f"--out={tmp_path / 'out'}", "--layers=12345", "--random-seeds=1", "--n-splits=3",
+                         "--protocols=faithful", f"--split-dir={splits}", "--n_jobs=1")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "held-out split 6/2/2 (train/valid/test), 1 listed clip(s) dropped" in out.stdout
     df = pd.read_csv(tmp_path / "out" / "pitch.csv", keep_default_na=False)
