@@ -253,8 +253,8 @@ def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = No
     feats = np.full((len(paths), cfg.n_layers, cfg.channels), np.nan, np.float32)
     failures: list[tuple[str, str]] = []
     pending: list[tuple[int, np.ndarray]] = []
-    batch_norm = kwargs.get("norm") or model.norm
-    per_example = batch_norm not in ("batch", "train")
+    norm_model = model.clone(norm=kwargs["norm"]) if kwargs.get("norm") else model
+    per_example = norm_model.norm in inference.PER_EXAMPLE_NORMS
 
     def flush():
         if pending:
@@ -264,9 +264,8 @@ def extract_files(variables: dict, paths: Sequence, *, model: Tagger | None = No
             pending.clear()
 
     def stream(path: str) -> np.ndarray:
-        m = model.clone(norm=kwargs["norm"]) if kwargs.get("norm") else model
         return streaming.stream_features(
-            variables, path, model=m, ref=kwargs.get("ref"), batch_size=batch_size,
+            variables, path, model=norm_model, ref=kwargs.get("ref"), batch_size=batch_size,
             short_policy=kwargs.get("short_policy"),
             max_inputs=1 if kwargs.get("long_policy") == "first" else None)
 

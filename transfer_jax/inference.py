@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from transfer_jax.model import Tagger
+from transfer_jax.model import Tagger, check_pool_fits
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
 
@@ -72,9 +72,7 @@ def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
     for i, (ph, pw) in enumerate(cfg.pools, start=1):
         conv, bn = params[f"conv{i}"], params[f"bn{i}"]
         h, w = x.shape[:2]
-        if h < ph or w < pw:
-            raise ValueError(f"input {mel.shape} is too small for pools {cfg.pools}: block {i} "
-                             f"sees {(h, w)} but pools {(ph, pw)}")
+        check_pool_fits(mel.shape, cfg.pools, i, (h, w))
         y = conv3x3(x, conv["kernel"])  # the bias cancels in y - mean
         c = y.shape[-1]
         if model.norm == "running":

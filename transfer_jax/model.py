@@ -38,6 +38,15 @@ def max_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
     return x.reshape(n, h // ph, ph, w // pw, pw, c).max(axis=(2, 4))
 
 
+def check_pool_fits(mel_shape: tuple[int, ...], pools: tuple[tuple[int, int], ...], block: int,
+                    seen: tuple[int, int]) -> None:
+    """A clear error when block `block` (1-based) sees a (freq, time) map smaller than its pool."""
+    pool = pools[block - 1]
+    if seen[0] < pool[0] or seen[1] < pool[1]:
+        raise ValueError(f"input {tuple(mel_shape)} is too small for pools {pools}: block {block} "
+                         f"sees {tuple(seen)} but pools {pool}")
+
+
 class ModeBatchNorm(nn.Module):
     """BatchNorm over NHWC with the normalisation modes above. Biased variance."""
 
@@ -95,10 +104,7 @@ class Tagger(nn.Module):
         x = mel[..., None]  # (batch, freq, time, 1)
         features = []
         for i, pool in enumerate(cfg.pools, start=1):
-            if x.shape[1] < pool[0] or x.shape[2] < pool[1]:
-                raise ValueError(
-                    f"input {mel.shape[1:]} is too small for pools {cfg.pools}: block {i} "
-                    f"sees {x.shape[1:3]} but pools {pool}")
+            check_pool_fits(mel.shape[1:], cfg.pools, i, x.shape[1:3])
             x = nn.Conv(cfg.channels, (3, 3), padding="SAME", kernel_init=he_normal,
                         name=f"conv{i}")(x)
             # BatchNorm -> ELU -> max-pool, computed as pool(BatchNorm) -> ELU: the same

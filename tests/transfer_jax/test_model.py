@@ -1,4 +1,3 @@
-import flax.linen as nn
 import h5py
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,7 @@ import optax
 import pytest
 
 from transfer_jax.config import ModelConfig
-from transfer_jax.model import ModeBatchNorm, Tagger, count_params, init_variables
+from transfer_jax.model import Tagger, count_params, init_variables
 
 
 def test_paper_model_size_and_shapes():
@@ -84,26 +83,23 @@ def test_input_too_small_is_a_clear_error():
         Tagger(norm="instance").init(jax.random.key(0), jnp.zeros((1, 96, 1360)))
 
 
-class LiteralTagger(nn.Module):
-    """The paper's layer order, literally: Conv -> BatchNorm -> ELU -> MaxPool."""
+def _plain_flax():
+    """benchmarks/plain_flax.py: the benchmarks' "before", the layers in literal order."""
+    import importlib.util
+    import pathlib
+    import sys
 
-    config: object
-    norm: str
-
-    @nn.compact
-    def __call__(self, mel):
-        cfg, x, feats = self.config, mel[..., None], []
-        for i, pool in enumerate(cfg.pools, start=1):
-            x = nn.Conv(cfg.channels, (3, 3), padding="SAME", name=f"conv{i}")(x)
-            x = ModeBatchNorm(self.norm, cfg.bn_epsilon, cfg.bn_momentum, name=f"bn{i}")(x)
-            x = nn.max_pool(nn.elu(x), pool, strides=pool, padding="VALID")
-            feats.append(x.mean(axis=(1, 2)))
-        return nn.Dense(cfg.n_classes, name="dense")(feats[-1]), jnp.stack(feats, axis=1)
+    if "plain_flax" not in sys.modules:
+        path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "plain_flax.py"
+        spec = importlib.util.spec_from_file_location("plain_flax", path)
+        sys.modules["plain_flax"] = importlib.util.module_from_spec(spec)  # flax dataclasses need it
+        spec.loader.exec_module(sys.modules["plain_flax"])
+    return sys.modules["plain_flax"]
 
 
 @pytest.mark.parametrize("norm", ["train", "batch", "per_clip", "running"])
 def test_pool_first_tagger_equals_the_literal_layer_order(small_config, perturb, norm):
-    model, literal = Tagger(small_config, norm=norm), LiteralTagger(small_config, norm)
+    model, literal = Tagger(small_config, norm=norm), _plain_flax().PlainTagger(small_config, norm)
     v = perturb(model, seed=3)
     mel = jax.random.uniform(jax.random.key(2), (4, 96, 71), minval=-80.0, maxval=0.0)
     labels = (jax.random.uniform(jax.random.key(3), (4, 6)) < 0.3).astype(jnp.float32)
