@@ -2,6 +2,7 @@
 
     nice -n 5 python benchmarks/bench_faithful_scale.py gtzan [--n-jobs 2]
     nice -n 5 python benchmarks/bench_faithful_scale.py urbansound [--sets 12345,mfcc] [--folds 10]
+    nice -n 5 python benchmarks/bench_faithful_scale.py urbansound --sets all [--cache-dir DIR]
 
 There are no GTZAN genre or UrbanSound8K features here, so both tasks are synthetic
 stand-ins with the real tasks' labels and folds and the released features' scales:
@@ -18,9 +19,10 @@ stand-ins with the real tasks' labels and folds and the released features' scale
   so that the SVM accuracy is near the paper's for that task (see BLEND). Magnitudes and
   per-layer statistics are those of real convnet and MFCC features; the rows are new.
 
-`gtzan`: the full faithful protocol of all 33 feature sets (31 combinations, MFCC,
-MFCC+12345) through `evaluation.evaluate_task(protocols=["faithful"], n_jobs=...)`, no
-cache; wall time against the 5-minute target.
+`gtzan` (and `urbansound --sets all`): the full faithful protocol of all 33 feature sets
+(31 combinations, MFCC, MFCC+12345) through `evaluation.evaluate_task(protocols=
+["faithful"], n_jobs=...)`, as `transfer_eval.py` runs it; wall time against the 5-minute
+(GTZAN) or 2-hour (UrbanSound8K) target. No cache unless --cache-dir (then a rerun resumes).
 `urbansound`: the faithful protocol of the given feature sets (each in its own process
 when n_jobs > 1) over the predefined folds, or over the first --folds of them; each
 fold's wall time as it finishes (a line of JSON), per-set wall time, then a naive
@@ -95,17 +97,19 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def bench_gtzan(args) -> None:
-    task = synthetic_task("gtzan", args.anchors)
+def bench_all(args, kind: str) -> None:
+    """The whole faithful protocol (31 combinations, MFCC, MFCC+12345) as transfer_eval runs it."""
+    task = synthetic_task(kind, args.anchors)
     combos = probe.layer_combinations()
     l0 = load()
     t = time.perf_counter()
-    df = evaluation.evaluate_task(task, combos=combos, protocols=["faithful"], n_jobs=args.n_jobs)
+    df = evaluation.evaluate_task(task, combos=combos, protocols=["faithful"], n_jobs=args.n_jobs,
+                                  cache_dir=args.cache_dir, progress=True)
     wall = time.perf_counter() - t
     print(df[["feature", "layers", "score", "best_params", "exact_fits"]].to_string(index=False))
-    print(json.dumps({"bench": "gtzan", "sets": len(df), "n_jobs": args.n_jobs, "wall_s": round(wall, 1),
+    print(json.dumps({"bench": kind, "sets": len(df), "n_jobs": args.n_jobs, "wall_s": round(wall, 1),
                       "load_before": l0, "load_after": load(), "exact_fits": int(df.exact_fits.sum()),
-                      "target_s": 300}))
+                      "cache_dir": str(args.cache_dir), "target_s": {"gtzan": 300, "urbansound": 7200}[kind]}))
 
 
 def _one_set(task: evaluation.Task, name: str, n_folds: int) -> dict:
@@ -137,6 +141,8 @@ def _one_set(task: evaluation.Task, name: str, n_folds: int) -> dict:
 
 
 def bench_urbansound(args) -> None:
+    if args.sets == "all":
+        return bench_all(args, "urbansound")
     task = synthetic_task("urbansound", args.anchors)
     names = args.sets.split(",")
     l0 = load()
@@ -162,12 +168,16 @@ def main() -> None:
     ap.add_argument("which", choices=["gtzan", "urbansound"])
     ap.add_argument("--anchors", type=pathlib.Path, default=ANCHORS)
     ap.add_argument("--n-jobs", type=int, default=2)
-    ap.add_argument("--sets", default="12345,mfcc", help="urbansound: feature sets (layer combos, mfcc, mfcc+12345)")
+    ap.add_argument("--sets", default="12345,mfcc",
+                    help="urbansound: feature sets (layer combos, mfcc, mfcc+12345), or 'all' (the 33 sets "
+                         "through evaluation.evaluate_task, like gtzan)")
+    ap.add_argument("--cache-dir", type=pathlib.Path, default=None,
+                    help="gtzan / --sets all: keep finished sets here (a rerun resumes; delete it to time anew)")
     ap.add_argument("--folds", type=int, default=10, help="urbansound: the first N predefined folds")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}", flush=True)
-    {"gtzan": bench_gtzan, "urbansound": bench_urbansound}[args.which](args)
+    {"gtzan": lambda a: bench_all(a, "gtzan"), "urbansound": bench_urbansound}[args.which](args)
 
 
 if __name__ == "__main__":

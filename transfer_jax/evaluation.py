@@ -305,8 +305,12 @@ def _cached_ridge(task: Task, combos: Sequence[str], n_splits: int, cache_dir) -
 
 
 def _run_all(jobs, task, settings, paths, n_jobs, progress) -> Iterator[dict]:
-    """Cached rows first, then the rest (in parallel when n_jobs != 1), with a progress bar."""
+    """Cached rows first, then the rest (in parallel when n_jobs != 1), with a progress bar.
+
+    The rest run longest first (nested CV, then MFCC sets, then by dimension), so that no
+    long job starts last while the other workers idle."""
     todo = [(j, p) for j, p in zip(jobs, paths) if p is None or not p.exists()]
+    todo.sort(key=lambda jp: (jp[0].protocol != "nested", "mfcc" not in jp[0].feature, -jp[0].X.shape[1]))
     for j, p in zip(jobs, paths):
         if p is not None and p.exists():
             yield json.loads(p.read_text())

@@ -47,8 +47,9 @@ class GridScores:
     """Scores of every setting of a grid on every fold.
 
     settings: the grid in ParameterGrid order (GridSearchCV's candidate order);
-    fold_scores: (n_settings, n_folds) accuracy or R^2; fold_sizes: (n_folds,) test sizes;
-    exact_fits: where libsvm was replaced by the exact linear solver (see fold_scores).
+    fold_scores: (n_settings, n_folds) accuracy or R^2 (NaN: not fitted, see `race`);
+    fold_sizes: (n_folds,) test sizes; exact_fits: where libsvm was replaced by the exact
+    linear solver (see fold_scores).
     """
 
     settings: list[dict[str, Any]]
@@ -57,13 +58,14 @@ class GridScores:
     exact_fits: np.ndarray | None = None  # (n_settings, n_folds): linear fits by the exact solver
 
     def mean_scores(self, iid: bool = True) -> np.ndarray:
-        """Per-setting CV score: fold-size weighted (iid=True, 0.18's default) or plain mean."""
+        """Per-setting CV score: fold-size weighted (iid=True, 0.18's default) or plain mean;
+        NaN for settings a race skipped (`race`)."""
         weights = self.fold_sizes if iid else None
         return np.average(self.fold_scores, axis=1, weights=weights)
 
     def best_index(self, iid: bool = True) -> int:
         """GridSearchCV's best_index_: the first setting with the highest score."""
-        return int(np.argmax(self.mean_scores(iid)))
+        return int(np.nanargmax(self.mean_scores(iid)))
 
     def best_score(self, iid: bool = True) -> float:
         return float(self.mean_scores(iid)[self.best_index(iid)])
@@ -274,8 +276,15 @@ def fold_scores(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarra
 
 def grid_scores(X: np.ndarray, y: np.ndarray, folds: Folds, grid: Grid, *,
                 task_type: str = "classification", scale: bool = False,
-                svm_kwargs: dict | None = None, max_iter: int = LIBSVM_MAX_ITER) -> GridScores:
-    """Every setting of `grid` on every fold, with kernels shared as the module explains."""
+                svm_kwargs: dict | None = None, max_iter: int = LIBSVM_MAX_ITER,
+                best_only: bool = False, iid: bool = True) -> GridScores:
+    """Every setting of `grid` on every fold, with kernels shared as the module explains.
+
+    best_only=True skips the (setting, fold) fits that cannot change the best setting
+    (`race`): the best score, the best setting and its fold scores are those of the full
+    search; the skipped entries of fold_scores are NaN. `iid` is the aggregation the best
+    is taken under.
+    """
     if task_type not in TASK_TYPES:
         raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
     X = np.asarray(X, dtype=np.float64)
@@ -286,12 +295,71 @@ def grid_scores(X: np.ndarray, y: np.ndarray, folds: Folds, grid: Grid, *,
         full = (G, squared_distances(X, X, G))
     slow: dict = {}
     ws = Workspace.for_folds(folds)
-    per_fold = [fold_scores(X, y, tr, te, settings, task_type=task_type, scale=scale,
-                            svm_kwargs=svm_kwargs, full=full, max_iter=max_iter, slow=slow, workspace=ws)
-                for tr, te in folds]
-    return GridScores(settings, np.stack([p[0] for p in per_fold], axis=1),
-                      np.array([len(te) for _, te in folds]),
-                      np.stack([p[1] for p in per_fold], axis=1))
+
+    def run(f: int, which: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        tr, te = folds[f]
+        return fold_scores(X, y, tr, te, [settings[i] for i in which], task_type=task_type, scale=scale,
+                           svm_kwargs=svm_kwargs, full=full, max_iter=max_iter, slow=slow, workspace=ws)
+
+    sizes = np.array([len(te) for _, te in folds])
+    if best_only and len(folds) > 2:
+        scores, exact = race(run, settings, sizes, X.shape[1], iid=iid)
+    else:
+        per_fold = [run(f, list(range(len(settings)))) for f in range(len(folds))]
+        scores = np.stack([p[0] for p in per_fold], axis=1)
+        exact = np.stack([p[1] for p in per_fold], axis=1)
+    return GridScores(settings, scores, sizes, exact)
+
+
+# A setting is skipped once even perfect scores on its remaining folds could not lift it to
+# the best finished score; the margin keeps float rounding from skipping a possible tie.
+_RACE_MARGIN = 1e-9
+
+
+def race(run, settings: list[dict[str, Any]], fold_sizes: np.ndarray, n_features: int, *,
+         iid: bool = True, n_pilots: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Fold scores of a grid search, skipping fits that cannot change its best setting.
+
+    run(fold, setting indices) -> (scores, exact) fits those settings on that fold. Fold 0
+    is fitted for every setting; its `n_pilots` best settings are then fitted on every
+    fold, which gives a finished score S. Fold by fold, the other settings are fitted
+    while an upper bound of their final score (the folds done, 1 on the folds to come:
+    accuracy and R^2 are at most 1) reaches S; the rest are left NaN. Linear-kernel
+    settings are fitted as a prefix of increasing C (a smaller C whenever a larger one),
+    so that libsvm's iteration cap sends the same fits to the exact solver as in the full
+    search (`fold_scores`). Returns (scores, exact), (n_settings, n_folds).
+    """
+    n, n_folds = len(settings), len(fold_sizes)
+    weights = np.asarray(fold_sizes, dtype=np.float64) if iid else np.ones(n_folds)
+    weights = weights / weights.sum()
+    scores = np.full((n, n_folds), np.nan)
+    exact = np.zeros((n, n_folds), dtype=bool)
+    linear = sorted((float(s.get("C", 1.0)), i) for i, s in enumerate(settings)
+                    if kernel_key(s, n_features)[0] == "linear")
+
+    def close(which: set[int]) -> list[int]:
+        """`which` plus every linear setting of smaller C than one in it, in grid order."""
+        top = max((c for c, i in linear if i in which), default=None)
+        return sorted(which | {i for c, i in linear if top is not None and c <= top})
+
+    def fit(f: int, which: list[int]) -> None:
+        which = [i for i in which if np.isnan(scores[i, f])]
+        if which:
+            scores[which, f], exact[which, f] = run(f, which)
+
+    fit(0, list(range(n)))
+    pilots = set(np.argsort(-scores[:, 0], kind="stable")[:n_pilots].tolist())
+    if any(i in pilots for _, i in linear):
+        pilots |= {i for _, i in linear}  # the linear settings race together, in fold order
+    for f in range(1, n_folds):
+        fit(f, close(pilots))
+    done = ~np.isnan(scores).any(axis=1)
+    best = float((scores[done] @ weights).max())
+    for f in range(1, n_folds):
+        bound = np.nan_to_num(scores[:, :f], nan=1.0) @ weights[:f] + weights[f:].sum()
+        alive = {i for i in range(n) if bound[i] >= best - _RACE_MARGIN}
+        fit(f, close(alive))
+    return scores, exact
 
 
 def fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,

@@ -148,16 +148,20 @@ def evaluate(
     shuffle: bool = False,
     iid: bool = True,
     folds: folds_lib.Folds | None = None,
+    best_only: bool = True,
 ) -> ProbeResult:
     """Grid-search an SVC/SVR on features X (N, D) with targets y (N,); best_score_.
 
     scale=True standardises features inside each training fold; scale=False with the
     defaults (0.18 folds in row order, iid=True) is the authors' protocol. `folds`
     overrides the splitting (e.g. predefined folds). n_jobs > 1 runs folds in parallel.
+    best_only skips the fits that cannot change the result (`kernel_grid.race`; same
+    score, setting and fold scores; only with n_jobs=1).
     """
     X, y = _check_inputs(X, y, task_type)
     folds = folds if folds is not None else make_folds(y, task_type, n_splits, shuffle=shuffle, seed=seed)
-    result = _grid(X, y, folds, grid, task_type=task_type, scale=scale, n_jobs=n_jobs)
+    result = _grid(X, y, folds, grid, task_type=task_type, scale=scale, n_jobs=n_jobs,
+                   best_only=best_only, iid=iid)
     best = result.best_index(iid)
     return ProbeResult(
         score=result.best_score(iid),
@@ -247,16 +251,18 @@ def heldout_evaluate(
 def _nested_fold(X, y, train, test, task_type, inner_splits, grid, scale, seed):
     """One outer fold of nested CV: (test score, chosen setting, exact fits)."""
     inner = make_folds(y[train], task_type, inner_splits, shuffle=True, seed=seed)
-    search = kernel_grid.grid_scores(X[train], y[train], inner, grid, task_type=task_type, scale=scale)
+    search = kernel_grid.grid_scores(X[train], y[train], inner, grid, task_type=task_type, scale=scale,
+                                     best_only=True, iid=False)
     setting = search.best_params(iid=False)
     pred = kernel_grid.fit_predict(X, y, train, test, setting, task_type=task_type, scale=scale)
     return kernel_grid.score_predictions(task_type, y[test], pred), setting, int(search.exact_fits.sum())
 
 
-def _grid(X, y, folds, grid, *, task_type, scale, n_jobs) -> kernel_grid.GridScores:
+def _grid(X, y, folds, grid, *, task_type, scale, n_jobs, best_only, iid) -> kernel_grid.GridScores:
     """kernel_grid.grid_scores, or its folds in parallel (no kernel sharing across folds)."""
     if n_jobs == 1 or len(folds) == 1:
-        return kernel_grid.grid_scores(X, y, folds, grid, task_type=task_type, scale=scale)
+        return kernel_grid.grid_scores(X, y, folds, grid, task_type=task_type, scale=scale,
+                                       best_only=best_only, iid=iid)
     parts = _parallel(n_jobs)(
         _delayed(kernel_grid.grid_scores)(X, y, [f], grid, task_type=task_type, scale=scale) for f in folds)
     return kernel_grid.GridScores(parts[0].settings, np.concatenate([p.fold_scores for p in parts], 1),

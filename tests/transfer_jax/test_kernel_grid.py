@@ -102,3 +102,29 @@ def test_workspace_blocks_are_bit_identical_to_the_plain_expressions():
     assert np.array_equal(kernel_grid._gather(full, rows, train, np.empty((90, 70)), chunk=16), full[np.ix_(rows, train)])
     with pytest.raises(ValueError, match="cannot hold"):
         ws.block("G", 91, 70)
+
+
+@pytest.mark.parametrize("task_type,max_iter,iid", [("classification", kernel_grid.LIBSVM_MAX_ITER, True),
+                                                    ("classification", 30, False),
+                                                    ("regression", 30, True)])
+def test_race_skips_hopeless_fits_and_keeps_the_best(task_type, max_iter, iid):
+    X, y = _data(task_type, n=150, d=8, seed=1)
+    X = 4.0 * X  # wide features: the narrow RBF kernels (gamma 2^-3) are hopeless
+    folds = paper_folds(y, task_type, 10)
+    from transfer_jax.probe import PAPER_GRID
+
+    kw = dict(task_type=task_type, max_iter=max_iter, iid=iid)
+    full = kernel_grid.grid_scores(X, y, folds, PAPER_GRID, **kw)
+    raced = kernel_grid.grid_scores(X, y, folds, PAPER_GRID, best_only=True, **kw)
+    done = ~np.isnan(raced.fold_scores)
+    assert done.sum() < 0.9 * done.size  # it skipped fits
+    np.testing.assert_array_equal(raced.fold_scores[done], full.fold_scores[done])
+    np.testing.assert_array_equal(raced.exact_fits[done], full.exact_fits[done])
+    if max_iter == 30:  # the cap sent linear fits to the exact solver, in both the same
+        assert full.exact_fits.any()
+    assert raced.best_index(iid) == full.best_index(iid)
+    assert raced.best_score(iid) == full.best_score(iid)
+    np.testing.assert_array_equal(raced.fold_scores[raced.best_index(iid)], full.fold_scores[full.best_index(iid)])
+    # every setting it skipped would have finished below the best
+    skipped = ~done.all(axis=1)
+    assert (full.mean_scores(iid)[skipped] < full.best_score(iid)).all()
