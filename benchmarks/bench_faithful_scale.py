@@ -7,19 +7,20 @@
 There are no GTZAN genre or UrbanSound8K features here, so both tasks are synthetic
 stand-ins with the real tasks' labels and folds and the released features' scales:
 
-- labels (and UrbanSound8K's predefined `fold` column) are the authors' `gtzan_genre.csv`
-  (10 genres x 100, csv order) and `urbansound.csv` (8,732 clips, 10 classes of 374 to
-  1,000, 10 folds of 806 to 990);
+- labels (and UrbanSound8K's predefined `fold` column, Jamendo's `category`) are the
+  authors' `gtzan_genre.csv` (10 genres x 100, csv order), `urbansound.csv` (8,732 clips,
+  10 classes of 374 to 1,000, 10 folds of 806 to 990) and `jamendo_vd.csv` (4,086
+  segments, 2 classes, train+valid 3,413 vs test 673: one split);
 - class k of the task is drawn from the k-th largest Ballroom class of the released
   features (`ballroom_extended_layer_*.npy`, `_mfcc.npy`; 10 classes of 252 to 529 rows):
   each synthetic clip is `a + u (b - a)` for two random rows a, b of that class and
   u ~ U(0, 1), the same (a, b, u) for the convnet layers (5 x 32 = 160-d) and the MFCC
   (120-d, unscaled, magnitudes up to ~400); then blended towards a random row c of any of
-  the 10 classes, (1 - l) x + l c with l ~ U(0, BLEND) (UrbanSound8K: 0.65, GTZAN: 0),
+  the classes, (1 - l) x + l c with l ~ U(0, BLEND) (UrbanSound8K, Jamendo: 0.65, GTZAN: 0),
   so that the SVM accuracy is near the paper's for that task (see BLEND). Magnitudes and
   per-layer statistics are those of real convnet and MFCC features; the rows are new.
 
-`gtzan` (and `urbansound --sets all`): the full faithful protocol of all 33 feature sets
+`gtzan`, `jamendo` (and `urbansound --sets all`): the full faithful protocol of all 33 feature sets
 (31 combinations, MFCC, MFCC+12345) through `evaluation.evaluate_task(protocols=
 ["faithful"], n_jobs=...)`, as `transfer_eval.py` runs it; wall time against the 5-minute
 (GTZAN) or 2-hour (UrbanSound8K) target. No cache unless --cache-dir (then a rerun resumes).
@@ -45,7 +46,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from transfer_jax import evaluation, folds as folds_lib, probe  # noqa: E402
+from transfer_jax import evaluation, probe  # noqa: E402
 
 ANCHORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "anchors" / "choi2017"
 
@@ -54,14 +55,14 @@ ANCHORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "anchors" / "
 # the paper's (layers 12345: GTZAN .898, UrbanSound8K .688): measured on fold 0 with three
 # RBF settings, GTZAN blend 0: .81 (12345) / .64 (MFCC); UrbanSound8K blend 0: .987 / .911
 # (too easy), 0.65: .708 / .578.
-BLEND = {"gtzan": 0.0, "urbansound": 0.65}
+BLEND = {"gtzan": 0.0, "urbansound": 0.65, "jamendo": 0.65}
+CSV = {"gtzan": "gtzan_genre.csv", "urbansound": "urbansound.csv", "jamendo": "jamendo_vd.csv"}
 
 
 def synthetic_task(kind: str, anchors: pathlib.Path = ANCHORS, seed: int = 0,
                    blend: float | None = None) -> evaluation.Task:
-    """A GTZAN genre or UrbanSound8K stand-in (see the module docstring)."""
-    csv = {"gtzan": "gtzan_genre.csv", "urbansound": "urbansound.csv"}[kind]
-    df = pd.read_csv(anchors / "data_csv" / csv)
+    """A GTZAN genre, UrbanSound8K or Jamendo stand-in (see the module docstring)."""
+    df = pd.read_csv(anchors / "data_csv" / CSV[kind])
     y = df["label"].to_numpy()
     feats = anchors / "data_feats"
     conv = np.stack([np.load(feats / f"ballroom_extended_layer_{k}.npy") for k in range(5)], 1).astype(np.float64)
@@ -79,7 +80,7 @@ def synthetic_task(kind: str, anchors: pathlib.Path = ANCHORS, seed: int = 0,
         b[idx] = rng.choice(rows, len(idx))
     u = rng.uniform(size=len(y))
     pool = np.flatnonzero(np.isin(ball_y, list(source_class.values())))
-    c = rng.choice(pool, len(y))  # a row of any of the 10 classes
+    c = rng.choice(pool, len(y))  # a row of any of the task's classes
     lam = rng.uniform(0.0, BLEND[kind] if blend is None else blend, size=len(y))
 
     def mix(F):
@@ -88,8 +89,8 @@ def synthetic_task(kind: str, anchors: pathlib.Path = ANCHORS, seed: int = 0,
         return (1.0 - lam[ex]) * own + lam[ex] * F[c]
 
     sets = evaluation.FeatureSets(convnet=mix(conv), mfcc=mix(mfcc))
-    folds = folds_lib.predefined_folds(df["fold"].to_numpy()) if "fold" in df else None
-    name = {"gtzan": "gtzan_genre_synthetic", "urbansound": "urbansound_synthetic"}[kind]
+    folds = evaluation.split_folds(df)  # UrbanSound8K's folds, Jamendo's train+valid vs test
+    name = f"{kind}_synthetic"
     return evaluation.Task(name, "classification", y, sets, folds=folds, honest_folds=folds)
 
 
@@ -109,7 +110,8 @@ def bench_all(args, kind: str) -> None:
     print(df[["feature", "layers", "score", "best_params", "exact_fits"]].to_string(index=False))
     print(json.dumps({"bench": kind, "sets": len(df), "n_jobs": args.n_jobs, "wall_s": round(wall, 1),
                       "load_before": l0, "load_after": load(), "exact_fits": int(df.exact_fits.sum()),
-                      "cache_dir": str(args.cache_dir), "target_s": {"gtzan": 300, "urbansound": 7200}[kind]}))
+                      "cache_dir": str(args.cache_dir),
+                      "target_s": {"gtzan": 300, "urbansound": 7200}.get(kind)}))
 
 
 def _one_set(task: evaluation.Task, name: str, n_folds: int) -> dict:
@@ -165,7 +167,7 @@ def bench_urbansound(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["gtzan", "urbansound"])
+    ap.add_argument("which", choices=["gtzan", "urbansound", "jamendo"])
     ap.add_argument("--anchors", type=pathlib.Path, default=ANCHORS)
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--sets", default="12345,mfcc",
@@ -177,7 +179,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}", flush=True)
-    {"gtzan": lambda a: bench_all(a, "gtzan"), "urbansound": bench_urbansound}[args.which](args)
+    {"gtzan": lambda a: bench_all(a, "gtzan"), "jamendo": lambda a: bench_all(a, "jamendo"),
+     "urbansound": bench_urbansound}[args.which](args)
 
 
 if __name__ == "__main__":
