@@ -4,8 +4,8 @@
     nice -n 5 python benchmarks/bench_faithful_scale.py urbansound [--sets 12345,mfcc] [--folds 10]
     nice -n 5 python benchmarks/bench_faithful_scale.py urbansound --sets all [--cache-dir DIR]
 
-There are no GTZAN genre or UrbanSound8K features here, so both tasks are synthetic
-stand-ins with the real tasks' labels and folds and the released features' scales:
+There are no GTZAN genre, UrbanSound8K or Jamendo features here, so all three tasks are
+synthetic stand-ins with the real tasks' labels and folds and the released features' scales:
 
 - labels (and UrbanSound8K's predefined `fold` column, Jamendo's `category`) are the
   authors' `gtzan_genre.csv` (10 genres x 100, csv order), `urbansound.csv` (8,732 clips,
@@ -174,13 +174,16 @@ def main() -> None:
                     help="urbansound: feature sets (layer combos, mfcc, mfcc+12345), or 'all' (the 33 sets "
                          "through evaluation.evaluate_task, like gtzan)")
     ap.add_argument("--cache-dir", type=pathlib.Path, default=None,
-                    help="gtzan / --sets all: keep finished sets here (a rerun resumes; delete it to time anew)")
+                    help="gtzan, jamendo, urbansound --sets all: keep finished sets here (a rerun resumes; "
+                         "delete it to time anew)")
     ap.add_argument("--folds", type=int, default=10, help="urbansound: the first N predefined folds")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}", flush=True)
-    {"gtzan": lambda a: bench_all(a, "gtzan"), "jamendo": lambda a: bench_all(a, "jamendo"),
-     "urbansound": bench_urbansound}[args.which](args)
+    if args.which == "urbansound":
+        bench_urbansound(args)
+    else:
+        bench_all(args, args.which)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from sklearn.svm import SVC, SVR
 
 from transfer_jax import kernel_grid
 from transfer_jax.folds import paper_folds
+from transfer_jax.probe import PAPER_GRID
 
 GRID = ({"kernel": ["rbf"], "C": [0.1, 8.0], "gamma": [2.0**-3, 2.0**-7, "auto"]},
         {"kernel": ["linear"], "C": [0.1, 2.0]})
@@ -111,8 +112,6 @@ def test_race_skips_hopeless_fits_and_keeps_the_best(task_type, max_iter, iid):
     X, y = _data(task_type, n=150, d=8, seed=1)
     X = 4.0 * X  # wide features: the narrow RBF kernels (gamma 2^-3) are hopeless
     folds = paper_folds(y, task_type, 10)
-    from transfer_jax.probe import PAPER_GRID
-
     kw = dict(task_type=task_type, max_iter=max_iter, iid=iid)
     full = kernel_grid.grid_scores(X, y, folds, PAPER_GRID, **kw)
     raced = kernel_grid.grid_scores(X, y, folds, PAPER_GRID, best_only=True, **kw)
