@@ -3,6 +3,7 @@
     python benchmarks/bench_extraction.py                       # everything, ~5 min on 2 cores
     python benchmarks/bench_extraction.py --sections forward --batches 1,8,32,256
     python benchmarks/bench_extraction.py --allocator default   # glibc malloc as it comes
+    python benchmarks/bench_extraction.py --cpu-devices 1       # one JAX CPU device for all cores
     python benchmarks/bench_extraction.py --out bench.json
 
 One process, the same inputs and the same weights for every implementation (the Keras and
@@ -16,7 +17,9 @@ Sections:
 - env: machine, sgemm peak (numpy float32 on CPU, jnp on accelerators), the convnet's
   FLOPs per clip (counted and XLA's cost analysis) and the compute roofline in clips/s;
 - forward: log-mel -> 5 layer features, clips/s per batch size: JAX as in the library
-  (`extraction.features_from_mel`: pool-first, lax.map on CPU / vmap on GPU), the plain
+  (`extraction.features_from_mel`: pool-first, lax.map on CPU / vmap on GPU, the batch
+  split over all devices: on CPU one per core, `runtime.use_cpu_cores`, and the same
+  on one device of them for the side-by-side), the plain
   Flax "before" (benchmarks/plain_flax.py: vmap of `model.apply`), the library in bf16,
   tf.keras (graph; XLA), torch (channels_last); audio -> features (mel fused); the
   log-mel alone; max abs feature difference of each against the library in fp32;
@@ -58,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--e2e-files", type=int, default=16, help="files per e2e set")
     p.add_argument("--frameworks", default="jax,keras,torch")
     p.add_argument("--out", default="")
+    p.add_argument("--cpu-devices", default="cores",
+                   help="JAX CPU devices: 'cores' (runtime.use_cpu_cores, one per core) or a number")
     p.add_argument("--no-plain", action="store_true",
                    help="skip the plain Flax rows (OOM-killed at b=256 on a 24 GB machine)")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
@@ -68,6 +73,8 @@ ARGS = parse_args()
 from transfer_jax import runtime  # noqa: E402
 
 ALLOCATOR_TUNED = runtime.tune_malloc() if ARGS.allocator == "tuned" else False
+if ARGS.cpu_devices != "1" and not ARGS.torch_child:
+    runtime.use_cpu_cores(None if ARGS.cpu_devices == "cores" else int(ARGS.cpu_devices))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -143,6 +150,7 @@ def machine() -> dict:
     info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "backend": jax.default_backend(),
             "devices": [d.device_kind for d in jax.devices()], "jax": jax.__version__,
             "python": platform.python_version(), "allocator_tuned": ALLOCATOR_TUNED,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "load_at_start": [round(v, 2) for v in os.getloadavg()]}
     try:
         flags = open("/proc/cpuinfo").read()
@@ -276,6 +284,9 @@ def section_forward(config: ModelConfig) -> None:
 
         impls = {} if ARGS.torch_child else {
             "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
+            **({} if len(jax.local_devices()) == 1 else {
+                "JAX library on one of the devices, running": lambda: extraction.features_from_mel(
+                    run, v, mel, devices=jax.local_devices()[:1])}),
             "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
                 run, v_bf16, mel.astype(jnp.bfloat16)),
         }

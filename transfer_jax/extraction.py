@@ -70,37 +70,48 @@ def _default_ref(norm: str) -> frontend.Ref:
 
 
 def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: frontend.Ref = "clip",
-                        micro_batch: int | None = None) -> jax.Array:
+                        micro_batch: int | None = None,
+                        devices: Sequence[jax.Device] | None = None) -> jax.Array:
     """Per-example modes, log-mel fused in. waves: (batch, n_samples) -> (batch, n_layers,
-    channels). `micro_batch`: see `inference.map_examples` (None: the backend's default)."""
+    channels), the batch split over `devices` (default: all of this host's).
+    `micro_batch`: see `inference.map_examples` (None: the backend's default)."""
     mb = inference.default_micro_batch() if micro_batch is None else micro_batch
-    return _features_from_audio(model, variables, jnp.asarray(waves, jnp.float32), ref, mb)
+    mesh = inference.data_mesh(devices)
+    waves = np.asarray(waves, np.float32) if isinstance(waves, np.ndarray) else jnp.asarray(waves, jnp.float32)
+    waves, n = inference.pad_to_mesh(waves, mesh)
+    return _features_from_audio(model, variables, waves, ref, mb, mesh)[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch"))
-def _features_from_audio(model, variables, waves, ref, micro_batch):
+@functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch", "mesh"))
+def _features_from_audio(model, variables, waves, ref, micro_batch, mesh):
     cfg = model.config.frontend
 
-    def one(wave):  # (n_samples,) -> (n_layers, channels)
+    def one(variables, wave):  # (n_samples,) -> (n_layers, channels)
         return inference.clip_features(model, variables, frontend.log_mel(wave[None], cfg, ref)[0])
 
-    return inference.map_examples(one, waves, micro_batch)
+    return inference.map_examples(one, variables, waves, micro_batch, mesh)
 
 
 def features_from_mel(model: Tagger, variables: dict, mel: jax.Array,
-                      micro_batch: int | None = None) -> jax.Array:
-    """mel: (batch, n_mels, frames) log-mel in dB -> (batch, n_layers, channels)."""
+                      micro_batch: int | None = None,
+                      devices: Sequence[jax.Device] | None = None) -> jax.Array:
+    """mel: (batch, n_mels, frames) log-mel in dB -> (batch, n_layers, channels); in the
+    per-example modes the batch is split over `devices` (default: all of this host's)."""
     mb = inference.default_micro_batch() if micro_batch is None else micro_batch
-    mel = jnp.asarray(mel)  # float32, or bfloat16 with bfloat16 variables
-    return _features_from_mel(model, variables, mel if jnp.issubdtype(mel.dtype, jnp.floating)
-                              else mel.astype(jnp.float32), mb)
+    mel = mel if isinstance(mel, np.ndarray) else jnp.asarray(mel)  # float32, or bfloat16 with bfloat16 variables
+    if not jnp.issubdtype(mel.dtype, jnp.floating):
+        mel = mel.astype(np.float32)
+    mesh = inference.data_mesh(devices) if model.norm in inference.PER_EXAMPLE_NORMS else None
+    mel, n = inference.pad_to_mesh(mel, mesh)
+    return _features_from_mel(model, variables, mel, mb, mesh)[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "micro_batch"))
-def _features_from_mel(model, variables, mel, micro_batch):
+@functools.partial(jax.jit, static_argnames=("model", "micro_batch", "mesh"))
+def _features_from_mel(model, variables, mel, micro_batch, mesh):
     if model.norm not in inference.PER_EXAMPLE_NORMS:  # "batch" couples the batch
         return model.apply(variables, mel)[1]
-    return inference.map_examples(lambda m: inference.clip_features(model, variables, m), mel, micro_batch)
+    return inference.map_examples(lambda v, m: inference.clip_features(model, v, m), variables, mel,
+                                  micro_batch, mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "ref"))

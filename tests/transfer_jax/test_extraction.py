@@ -1,3 +1,10 @@
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import jax
 import numpy as np
 import pytest
@@ -44,6 +51,52 @@ def test_audio_path_equals_model_on_log_mels(setup):
     np.testing.assert_allclose(feats, model.apply(v, mel)[1], atol=1e-4)
     np.testing.assert_allclose(ex.extract(v, np.asarray(mel), model=model), feats, atol=1e-4)
     assert ex.extract(v, waves, model=model, layers="12345").shape == (3, 160)
+
+
+SPLIT_OVER_CORES = textwrap.dedent("""
+    import json
+    from transfer_jax import runtime
+    n_devices = runtime.use_cpu_cores(4)
+    import jax, numpy as np
+    from transfer_jax import extraction as ex
+    from transfer_jax.config import FrontendConfig, ModelConfig
+    from transfer_jax.model import Tagger, init_variables
+
+    cfg = ModelConfig(pools=((2, 2), (3, 2), (2, 2), (2, 2), (4, 2)), n_classes=6,
+                      frontend=FrontendConfig(n_samples=18_176))
+    rng = np.random.default_rng(0)
+    waves = (rng.normal(size=(5, 18_176)) * 0.3).astype(np.float32)  # 5: not a multiple of 4
+    mel = (rng.normal(size=(5, 96, 71)) * 10 - 40).astype(np.float32)
+    out = {"devices": n_devices}
+    for norm in ("per_clip", "running"):
+        model = Tagger(cfg, norm=norm)
+        v = init_variables(model, jax.random.key(1))
+        split = ex.features_from_audio(model, v, waves)
+        one = ex.features_from_audio(model, v, waves, devices=jax.devices()[:1])
+        split_mel = ex.features_from_mel(model, v, mel)
+        one_mel = ex.features_from_mel(model, v, mel, devices=jax.devices()[:1])
+        out[norm] = {"shards": [len(split.sharding.device_set), len(one.sharding.device_set)],
+                     "shape": list(split.shape),
+                     "diff": float(np.abs(np.asarray(split) - np.asarray(one)).max()),
+                     "diff_mel": float(np.abs(np.asarray(split_mel) - np.asarray(one_mel)).max()),
+                     "scale": float(np.abs(np.asarray(one)).max())}
+    print(json.dumps(out))
+""")
+
+
+def test_features_split_over_cpu_cores_equal_one_device():
+    """runtime.use_cpu_cores(4): a batch of 5 is padded to 8, split over 4 CPU devices,
+    and gives one device's features (audio and log-mel paths, both per-example norms)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", SPLIT_OVER_CORES], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=pathlib.Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["devices"] == 4
+    for norm in ("per_clip", "running"):
+        assert r[norm]["shape"] == [5, 5, 32] and r[norm]["shards"][1] == 1
+        assert r[norm]["shards"][0] > 1  # the sliced result still lives on the mesh
+        assert r[norm]["diff"] <= 1e-5 * r[norm]["scale"] and r[norm]["diff_mel"] <= 1e-5 * r[norm]["scale"], r
 
 
 def test_long_audio_is_the_mean_over_segments_and_short_audio_is_tiled(setup):

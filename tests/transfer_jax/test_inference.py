@@ -38,9 +38,11 @@ def test_clip_features_reject_batch_coupled_norms_and_small_inputs(small_config)
 
 def test_map_examples_chunked_equals_vmap():
     xs = jnp.arange(7 * 3, dtype=jnp.float32).reshape(7, 3)
-    fn = lambda x: jnp.stack([x.sum(), (x ** 2).max()])  # noqa: E731
-    for mb in (1, 2, 3, 7):
-        np.testing.assert_array_equal(inference.map_examples(fn, xs, mb), inference.map_examples(fn, xs, 0))
+    fn = lambda c, x: jnp.stack([x.sum(), (x ** 2).max()]) * c  # noqa: E731
+    want = jnp.stack([xs.sum(1), (xs ** 2).max(1)], axis=1) * 2.0
+    for mb in (0, 1, 2, 3, 7):
+        np.testing.assert_array_equal(inference.map_examples(fn, 2.0, xs, mb), want)
+    assert inference.data_mesh(jax.local_devices()[:1]) is None
 
 
 def test_reshape_max_pool_equals_flax_pool_and_trains():
