@@ -79,7 +79,7 @@ def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: f
     mesh = inference.data_mesh(devices)
     waves = np.asarray(waves, np.float32) if isinstance(waves, np.ndarray) else jnp.asarray(waves, jnp.float32)
     waves, n = inference.pad_to_mesh(waves, mesh)
-    return _features_from_audio(model, variables, waves, ref, mb, mesh)[:n]
+    return _features_from_audio(model, inference.replicate(variables, mesh), waves, ref, mb, mesh)[:n]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch", "mesh"))
@@ -103,7 +103,7 @@ def features_from_mel(model: Tagger, variables: dict, mel: jax.Array,
         mel = mel.astype(np.float32)
     mesh = inference.data_mesh(devices) if model.norm in inference.PER_EXAMPLE_NORMS else None
     mel, n = inference.pad_to_mesh(mel, mesh)
-    return _features_from_mel(model, variables, mel, mb, mesh)[:n]
+    return _features_from_mel(model, inference.replicate(variables, mesh), mel, mb, mesh)[:n]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "micro_batch", "mesh"))

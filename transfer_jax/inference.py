@@ -76,6 +76,11 @@ def pad_to_mesh(xs: jax.Array | np.ndarray, mesh: Mesh | None) -> tuple[jax.Arra
     return jax.device_put(xs, NamedSharding(mesh, P("data"))), n
 
 
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """`tree` (e.g. variables) copied to every device of the mesh; as it is without one."""
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P()))
+
+
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """'same' 3x3 convolution without bias, (h, w, c_in) -> (h, w, c_out)."""
     h, w, c_in = x.shape

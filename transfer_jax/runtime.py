@@ -34,24 +34,29 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def use_cpu_cores(n: int | None = None) -> int:
+def use_cpu_cores(n: int | None = None) -> bool:
     """One JAX CPU device per core (default: the cores this process may use), each running
     its ops on one thread, so per-example work (extraction, `inference.map_examples`) and
     data-parallel training split the batch over the cores instead of sharing each small
-    op between them (extraction 1.3x, training 1.2x on 2 cores; docs/benchmarks.md).
+    op between them (extraction 1.3x, training 1.4x on 2 cores; docs/benchmarks.md).
 
-    Process-wide and only before JAX's CPU backend starts: call it first thing in a
-    script, never in a library. The count set by an earlier XLA_FLAGS
-    `--xla_force_host_platform_device_count` wins. Returns the CPU device count.
+    Process-wide, and only before JAX's backends start: call it first thing in a script,
+    never in a library. It starts nothing itself, so `maybe_initialize_distributed` may
+    follow. Returns False, changing nothing, when JAX has already started (e.g. a script's
+    main() called from a test); a count already in XLA_FLAGS
+    (`--xla_force_host_platform_device_count`) wins.
     """
     if n is None:
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
-        jax.config.update("jax_num_cpu_devices", n)
+        try:
+            jax.config.update("jax_num_cpu_devices", n)
+        except RuntimeError:  # backends already initialised: their device count stays
+            return False
     if n > 1 and "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-    return len(jax.devices("cpu"))
+    return True
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8

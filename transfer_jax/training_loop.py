@@ -107,7 +107,9 @@ def predict(eval_fn, variables, mel: np.ndarray, batch_size: int, mesh) -> np.nd
     """Tag probabilities (n_clips, n_tags); the last batch is padded to a full one.
 
     Every host holds `mel`; each feeds its slice of a batch and all get all results.
+    `variables` are replicated over the mesh (a loaded checkpoint sits on one device).
     """
+    variables = jax.device_put(variables, train.replicated(mesh))
     out = []
     for i in range(0, len(mel), batch_size):
         chunk = np.asarray(mel[i:i + batch_size], np.float32)

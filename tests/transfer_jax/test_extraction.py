@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from transfer_jax import extraction as ex
-from transfer_jax import frontend
+from transfer_jax import frontend, runtime
 from transfer_jax.model import Tagger, init_variables
 
 
@@ -56,7 +56,7 @@ def test_audio_path_equals_model_on_log_mels(setup):
 SPLIT_OVER_CORES = textwrap.dedent("""
     import json
     from transfer_jax import runtime
-    n_devices = runtime.use_cpu_cores(4)
+    applied = runtime.use_cpu_cores(4)
     import jax, numpy as np
     from transfer_jax import extraction as ex
     from transfer_jax.config import FrontendConfig, ModelConfig
@@ -67,10 +67,10 @@ SPLIT_OVER_CORES = textwrap.dedent("""
     rng = np.random.default_rng(0)
     waves = (rng.normal(size=(5, 18_176)) * 0.3).astype(np.float32)  # 5: not a multiple of 4
     mel = (rng.normal(size=(5, 96, 71)) * 10 - 40).astype(np.float32)
-    out = {"devices": n_devices}
+    out = {"devices": len(jax.devices()), "applied": applied}
     for norm in ("per_clip", "running"):
         model = Tagger(cfg, norm=norm)
-        v = init_variables(model, jax.random.key(1))
+        v = jax.device_put(init_variables(model, jax.random.key(1)), jax.devices()[1])  # as loaded
         split = ex.features_from_audio(model, v, waves)
         one = ex.features_from_audio(model, v, waves, devices=jax.devices()[:1])
         split_mel = ex.features_from_mel(model, v, mel)
@@ -86,13 +86,17 @@ SPLIT_OVER_CORES = textwrap.dedent("""
 
 def test_features_split_over_cpu_cores_equal_one_device():
     """runtime.use_cpu_cores(4): a batch of 5 is padded to 8, split over 4 CPU devices,
-    and gives one device's features (audio and log-mel paths, both per-example norms)."""
+    and gives one device's features (audio and log-mel paths, both per-example norms),
+    with the variables on one device as a loaded checkpoint has them."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run([sys.executable, "-c", SPLIT_OVER_CORES], env=env, capture_output=True,
                          text=True, timeout=300, cwd=pathlib.Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["devices"] == 4
+    assert r["devices"] == 4 and r["applied"]
+    # here JAX has started: the call changes nothing and says so
+    flags = os.environ.get("XLA_FLAGS")
+    assert jax.devices() and runtime.use_cpu_cores(4) is False and os.environ.get("XLA_FLAGS") == flags
     for norm in ("per_clip", "running"):
         assert r[norm]["shape"] == [5, 5, 32] and r[norm]["shards"][1] == 1
         assert r[norm]["shards"][0] > 1  # the sliced result still lives on the mesh

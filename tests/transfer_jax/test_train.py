@@ -42,14 +42,23 @@ SHARDED_VS_SINGLE = textwrap.dedent("""
         results[name] = (jax.device_get(state.variables), n_shards, float(metrics["loss"]))
     (v4, n4, l4), (v1, n1, l1) = results["four"], results["one"]
     diff = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(v4), jax.tree.leaves(v1)))
+    # predict with variables on one device (as a loaded checkpoint is) over either mesh;
+    # 10 clips: the last batch of 8 is ragged
+    from transfer_jax.training_loop import predict
+    eval_fn = jax.jit(train.make_eval_step(model.clone(norm="running")))
+    on_one = jax.device_put(v1, jax.devices()[0])
+    probs = [predict(eval_fn, on_one, np.concatenate(batches[0][0:1] + batches[1][0:1])[:10], 8,
+                     train.make_mesh(d)) for d in (jax.devices(), jax.devices()[:1])]
     print(json.dumps({"devices": len(jax.devices()), "shards": [n4, n1], "diff": diff,
-                      "loss": [l4, l1]}))
+                      "loss": [l4, l1], "probs_shape": list(probs[0].shape),
+                      "probs_diff": float(np.abs(probs[0] - probs[1]).max())}))
 """)
 
 
 def test_sharded_step_equals_single_device_step():
     """4 fake CPU devices: the data-parallel step gives the same new params and batch
-    statistics as the single-device step (BatchNorm sees the global batch)."""
+    statistics as the single-device step (BatchNorm sees the global batch); `predict` of a
+    checkpoint held on one device gives the same probabilities over 4 devices as over 1."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     out = subprocess.run([sys.executable, "-c", SHARDED_VS_SINGLE], env=env, capture_output=True,
                          text=True, timeout=300, cwd=pathlib.Path(__file__).resolve().parents[2])
@@ -58,6 +67,7 @@ def test_sharded_step_equals_single_device_step():
     assert r["devices"] == 4 and r["shards"] == [4, 1]
     assert r["diff"] < 2e-5, r
     assert abs(r["loss"][0] - r["loss"][1]) < 1e-5
+    assert r["probs_shape"] == [10, 6] and r["probs_diff"] < 1e-5
 
 
 def test_training_steps_learn_a_learnable_problem(small_config):
