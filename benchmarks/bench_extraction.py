@@ -24,7 +24,8 @@ Sections:
   tf.keras (graph; XLA), torch (channels_last); audio -> features (mel fused); the
   log-mel alone; max abs feature difference of each against the library in fp32;
 - train: train-step clips/s at the paper's input size, JAX (library step, reshape
-  max-pool) vs the same step with flax's max-pool vs tf.keras vs torch;
+  max-pool, data-parallel over all devices, and on one of them) vs the same step with
+  flax's max-pool vs tf.keras vs torch;
 - hear: `transfer_jax.hear` timestamp embeddings (windows/s) and scene embeddings;
 - e2e: files -> features: decode + resample (`audio.load_audio`) vs log-mel vs convnet
   shares, and the library's `extract_files` wall clock, on real mp3s (the anchors,
@@ -56,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8,32", help="forward batch sizes")
     p.add_argument("--train-batches", default="32", help="train-step batch sizes")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-warmup", type=int, default=6,
+                   help="train steps run before timing: the first ones grow the heap (page faults, "
+                        "seconds each on a VM); the timed ones are the steady state")
     p.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                    help="glibc malloc: tuned (runtime.tune_malloc) or default")
     p.add_argument("--e2e-files", type=int, default=16, help="files per e2e set")
@@ -240,6 +244,7 @@ def torch_rows(sections: list[str]) -> None:
         subprocess.run([sys.executable, __file__, "--torch-child", "--frameworks", "torch",
                         "--sections", ",".join(wanted), "--batches", ARGS.batches,
                         "--train-batches", ARGS.train_batches, "--repeats", str(ARGS.repeats),
+                        "--train-warmup", str(ARGS.train_warmup),
                         "--allocator", ARGS.allocator, "--out", str(out)], check=False)
         if out.exists():
             ROWS.extend(json.loads(out.read_text())["rows"])
@@ -325,12 +330,16 @@ def section_train(config: ModelConfig) -> None:
 def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
+    all_devices, one = jax.devices(), jax.devices()[:1]
     jax_models = () if ARGS.torch_child else (
-        ("JAX library train step (jit, Adam)", Tagger(config, norm="train")),
-        ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train")))
-    for name, model in jax_models:
+        ("JAX library train step (jit, Adam)", Tagger(config, norm="train"), all_devices),
+        *(() if len(all_devices) == 1 else (
+            ("JAX library train step on one of the devices", Tagger(config, norm="train"), one),)),
+        *(() if ARGS.no_plain else (
+            ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train"), all_devices),)))
+    for name, model, devices in jax_models:
         tx = train.make_optimizer(1e-3)
-        mesh = train.make_mesh()
+        mesh = train.make_mesh(devices)
         state = {"s": train.create_train_state(jax.random.key(0), model, tx, config.frontend.n_frames, mesh)}
         step = train.jit_sharded(train.make_train_step(model, tx), mesh)
         x, y = train.shard_batch(mesh, mel, labels)
@@ -339,19 +348,19 @@ def train_batch(config: ModelConfig, b: int) -> None:
             state["s"], metrics = step(state["s"], x, y)
             return metrics["loss"]
 
-        record("train", name, b, timed(jax_step, ARGS.repeats))
+        record("train", name, b, timed(jax_step, ARGS.repeats, warmup=ARGS.train_warmup))
     v = paper_variables(Tagger(config, norm="running"))
     if "torch" in frameworks():
         tm, bt = torch_impl(config, v)
         if tm is not None:
             tstep = bt.train_step_fn(tm, 1e-3)
-            record("train", "torch train step (channels_last, Adam)", b, timed(lambda: tstep(mel, labels), ARGS.repeats, warmup=2))
+            record("train", "torch train step (channels_last, Adam)", b, timed(lambda: tstep(mel, labels), ARGS.repeats, warmup=ARGS.train_warmup))
     if "keras" in frameworks():
         km, bk = keras_impl(config, v)
         for xla in (False, True):
             kstep = bk.train_step_fn(km, 1e-3, jit_compile=xla)
             record("train", f"tf.keras train step ({'XLA' if xla else 'graph'}, Adam)", b,
-                   timed(lambda: kstep(mel, labels), ARGS.repeats, warmup=2))
+                   timed(lambda: kstep(mel, labels), ARGS.repeats, warmup=ARGS.train_warmup))
 
 
 # ----------------------------------------------------------------------------------------

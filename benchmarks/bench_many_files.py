@@ -2,6 +2,7 @@
 
     python benchmarks/bench_many_files.py                 # 2,000 generated 3 s wavs
     python benchmarks/bench_many_files.py --files 10000 --tunables
+    python benchmarks/bench_many_files.py --cpu-devices 1,0   # one device vs one per core, same files
 
 Generates `--files` wavs (22.05 kHz mono, tones + noise, `--seconds` long) and a paper-size
 tagger checkpoint (random weights, per-clip normalisation) into a temporary folder under
@@ -58,12 +59,13 @@ def write_checkpoint(folder: pathlib.Path) -> pathlib.Path:
 
 
 def run_script(ckpt: pathlib.Path, listing: pathlib.Path, out: pathlib.Path, batch: int,
-               tunables: bool) -> dict:
+               tunables: bool, cpu_devices: int = 0) -> dict:
     env = dict(os.environ)
     if tunables:
         env["GLIBC_TUNABLES"] = TUNABLES
     cmd = [sys.executable, str(ROOT / "experiments" / "extract_features.py"), "--checkpoint", str(ckpt),
-           "--norm", "per-clip", "--batch-size", str(batch), "--no-progress", str(listing), str(out)]
+           "--norm", "per-clip", "--batch-size", str(batch), "--cpu-devices", str(cpu_devices),
+           "--no-progress", str(listing), str(out)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -81,6 +83,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tunables", action="store_true", help="child with glibc malloc tunables")
+    p.add_argument("--cpu-devices", default="0",
+                   help="the child's --cpu-devices; several (e.g. 1,0) run one after another on the same files")
     p.add_argument("--out", default="")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-many-") as tmp:
@@ -91,16 +95,21 @@ def main() -> None:
         listing = tmp / "files.txt"
         listing.write_text("\n".join(paths) + "\n")
         ckpt = write_checkpoint(tmp)
-        r = run_script(ckpt, listing, tmp / "feats.npy", args.batch_size, args.tunables)
         import numpy as np
 
-        feats = np.load(tmp / "feats.npy")
-        result = {"files": args.files, "seconds_each": args.seconds, "batch_size": args.batch_size,
-                  "tunables": args.tunables, "generate_s": round(gen, 1), **r,
-                  "files_per_s": round(args.files / r["seconds"], 2), "shape": list(feats.shape),
-                  "finite": bool(np.isfinite(feats).all()),
-                  "load": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}
-    print(json.dumps(result))
+        results = []
+        for devices in (int(d) for d in args.cpu_devices.split(",")):
+            out = tmp / f"feats{devices}.npy"
+            r = run_script(ckpt, listing, out, args.batch_size, args.tunables, devices)
+            feats = np.load(out)
+            results.append({"files": args.files, "seconds_each": args.seconds, "batch_size": args.batch_size,
+                            "tunables": args.tunables, "cpu_devices": devices, "generate_s": round(gen, 1), **r,
+                            "files_per_s": round(args.files / r["seconds"], 2), "shape": list(feats.shape),
+                            "finite": bool(np.isfinite(feats).all()),
+                            "max_abs_diff_vs_first": float(np.abs(feats - np.load(tmp / f"feats{results[0]['cpu_devices']}.npy")).max()) if results else 0.0,
+                            "load": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()})
+            print(json.dumps(results[-1]), flush=True)
+    result = results if len(results) > 1 else results[0]
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -29,6 +29,8 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)  # orbax logs every save
     from transfer_jax import runtime
 
+    if config.tune_malloc:
+        runtime.tune_malloc()
     if config.cpu_devices != 1:  # data-parallel over the cores: 1.4x on 2 (docs/benchmarks.md)
         runtime.use_cpu_cores(config.cpu_devices or None)
     runtime.maybe_initialize_distributed(config.distributed.coordinator_address or None,
