@@ -76,7 +76,7 @@ def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: f
     channels), the batch split over `devices` (default: all of this host's).
     `micro_batch`: see `inference.map_examples` (None: the backend's default)."""
     mb = inference.default_micro_batch() if micro_batch is None else micro_batch
-    mesh = inference.data_mesh(devices)
+    mesh = inference.data_mesh(devices, len(waves))
     waves = np.asarray(waves, np.float32) if isinstance(waves, np.ndarray) else jnp.asarray(waves, jnp.float32)
     waves, n = inference.pad_to_mesh(waves, mesh)
     return _features_from_audio(model, inference.replicate(variables, mesh), waves, ref, mb, mesh)[:n]
@@ -101,7 +101,7 @@ def features_from_mel(model: Tagger, variables: dict, mel: jax.Array,
     mel = mel if isinstance(mel, np.ndarray) else jnp.asarray(mel)  # float32, or bfloat16 with bfloat16 variables
     if not jnp.issubdtype(mel.dtype, jnp.floating):
         mel = mel.astype(np.float32)
-    mesh = inference.data_mesh(devices) if model.norm in inference.PER_EXAMPLE_NORMS else None
+    mesh = inference.data_mesh(devices, len(mel)) if model.norm in inference.PER_EXAMPLE_NORMS else None
     mel, n = inference.pad_to_mesh(mel, mesh)
     return _features_from_mel(model, inference.replicate(variables, mesh), mel, mb, mesh)[:n]
 

@@ -42,9 +42,10 @@ def default_micro_batch() -> int:
     return 1 if jax.default_backend() == "cpu" else 0
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
-    """A 1-D 'data' mesh over `devices` (default: this host's), or None for one device."""
-    devices = list(jax.local_devices() if devices is None else devices)
+def data_mesh(devices: Sequence[jax.Device] | None = None, n_examples: int | None = None) -> Mesh | None:
+    """A 1-D 'data' mesh over `devices` (default: this host's), at most `n_examples` of
+    them (a batch of 1 is not padded to keep a second core busy), or None for one."""
+    devices = list(jax.local_devices() if devices is None else devices)[: n_examples or None]
     return Mesh(np.asarray(devices), ("data",)) if len(devices) > 1 else None
 
 

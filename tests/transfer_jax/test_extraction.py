@@ -79,7 +79,9 @@ SPLIT_OVER_CORES = textwrap.dedent("""
                      "shape": list(split.shape),
                      "diff": float(np.abs(np.asarray(split) - np.asarray(one)).max()),
                      "diff_mel": float(np.abs(np.asarray(split_mel) - np.asarray(one_mel)).max()),
-                     "scale": float(np.abs(np.asarray(one)).max())}
+                     "scale": float(np.abs(np.asarray(one)).max()),
+                     "shards_of_1": len(ex.features_from_mel(model, v, mel[:1]).sharding.device_set),
+                     "shards_of_2": len(ex.features_from_mel(model, v, mel[:2]).sharding.device_set)}
     print(json.dumps(out))
 """)
 
@@ -100,6 +102,7 @@ def test_features_split_over_cpu_cores_equal_one_device():
     for norm in ("per_clip", "running"):
         assert r[norm]["shape"] == [5, 5, 32] and r[norm]["shards"][1] == 1
         assert r[norm]["shards"][0] > 1  # the sliced result still lives on the mesh
+        assert r[norm]["shards_of_1"] == 1 and r[norm]["shards_of_2"] == 2  # no padding to 4
         assert r[norm]["diff"] <= 1e-5 * r[norm]["scale"] and r[norm]["diff_mel"] <= 1e-5 * r[norm]["scale"], r
 
 

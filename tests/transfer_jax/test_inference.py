@@ -43,6 +43,7 @@ def test_map_examples_chunked_equals_vmap():
     for mb in (0, 1, 2, 3, 7):
         np.testing.assert_array_equal(inference.map_examples(fn, 2.0, xs, mb), want)
     assert inference.data_mesh(jax.local_devices()[:1]) is None
+    assert inference.data_mesh(jax.local_devices() * 4, n_examples=1) is None
 
 
 def test_reshape_max_pool_equals_flax_pool_and_trains():
