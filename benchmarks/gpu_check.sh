@@ -24,5 +24,5 @@ python3 -c "import jax, flax, torch; print(jax.__version__, flax.__version__, to
 set -o pipefail
 timeout "${BENCH_TIMEOUT:-430}" python3 benchmarks/bench_extraction.py \
   --sections env,forward,train,e2e,hear --batches 1,32,256,1024 --train-batches 32,256 \
-  --repeats 5 --frameworks jax,torch --e2e-files 32 --out "$OUT/gpu.json" 2>&1 \
+  --repeats 5 --frameworks jax,torch --e2e-files 32 --cpu-devices 1 --out "$OUT/gpu.json" 2>&1 \
   | grep -v "^WARNING\|^I0000" | tee "$OUT/gpu.log"

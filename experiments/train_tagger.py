@@ -11,6 +11,7 @@ Started again with the same workdir, it resumes from the latest checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 
@@ -31,8 +32,9 @@ def main(argv):
 
     if config.tune_malloc:
         runtime.tune_malloc()
-    if config.cpu_devices != 1:  # data-parallel over the cores: 1.4x on 2 (docs/benchmarks.md)
-        runtime.use_cpu_cores(config.cpu_devices or None)
+    if config.cpu_devices != 1:  # data-parallel over the cores (docs/benchmarks.md)
+        runtime.use_cpu_cores(config.cpu_devices or None,
+                              divides=math.gcd(config.train.batch_size, config.train.eval_batch_size))
     runtime.maybe_initialize_distributed(config.distributed.coordinator_address or None,
                                          config.distributed.num_processes or None,
                                          config.distributed.process_id)

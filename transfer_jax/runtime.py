@@ -34,27 +34,40 @@ def maybe_initialize_distributed(coordinator_address: str | None = None,
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def use_cpu_cores(n: int | None = None) -> bool:
-    """One JAX CPU device per core (default: the cores this process may use), each running
-    its ops on one thread, so per-example work (extraction, `inference.map_examples`) and
-    data-parallel training split the batch over the cores instead of sharing each small
-    op between them (extraction 1.3x, training 1.4x on 2 cores; docs/benchmarks.md).
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    Process-wide, and only before JAX's backends start: call it first thing in a script,
-    never in a library. It starts nothing itself, so `maybe_initialize_distributed` may
-    follow. Returns False, changing nothing, when JAX has already started (e.g. a script's
-    main() called from a test); a count already in XLA_FLAGS
-    (`--xla_force_host_platform_device_count`) wins.
+
+def cpu_device_count(cores: int, divides: int | None = None) -> int:
+    """The most devices, up to `cores`, whose count divides `divides` (any if None)."""
+    return max(d for d in range(1, cores + 1) if not divides or divides % d == 0)
+
+
+def use_cpu_cores(n: int | None = None, divides: int | None = None) -> bool:
+    """One JAX CPU device per core, each running its ops on one thread, so per-example work
+    (extraction, `inference.map_examples`) and data-parallel training split the batch over
+    the cores instead of sharing each small op between them (extraction 1.2-1.3x,
+    training 1.1-1.3x on 2 cores; docs/benchmarks.md).
+
+    n: the device count (default: the available cores, or with `divides` the largest
+    count up to them that divides it, e.g. a global batch size; the ops of fewer devices
+    than cores keep their threads). Process-wide, and only before JAX's backends start:
+    call it first thing in a script, never in a library. It starts nothing itself, so
+    `maybe_initialize_distributed` may follow. Returns False, changing nothing, when JAX
+    has already started (e.g. a script's main() called from a test); a count already in
+    XLA_FLAGS (`--xla_force_host_platform_device_count`) wins.
     """
+    cores = available_cores()
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = cpu_device_count(cores, divides)
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         try:
             jax.config.update("jax_num_cpu_devices", n)
         except RuntimeError:  # backends already initialised: their device count stays
             return False
-    if n > 1 and "xla_cpu_multi_thread_eigen" not in flags:
+    if 1 < n and cores <= n and "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     return True
 

@@ -12,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = "checkpoints/default"  # checkpoints, log.csv, tensorboard/, results.json
     c.compilation_cache = ""  # '' -> $TRANSFER_JAX_CACHE or ~/.cache/transfer_jax/jax
-    c.cpu_devices = 0  # on CPU: 0 -> one JAX device per core (runtime.use_cpu_cores); 1 -> one for all
+    c.cpu_devices = 0  # on CPU: 0 -> one JAX device per core (at most; the batch sizes must divide by it); 1 -> one
     c.tune_malloc = True  # glibc keeps freed memory (runtime.tune_malloc): no page faults each step
 
     c.data = ml_collections.ConfigDict()

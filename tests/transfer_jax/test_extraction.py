@@ -96,6 +96,8 @@ def test_features_split_over_cpu_cores_equal_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["devices"] == 4 and r["applied"]
+    assert [runtime.cpu_device_count(c, 32) for c in (1, 2, 3, 6, 12, 64)] == [1, 2, 2, 4, 8, 32]
+    assert runtime.cpu_device_count(6) == 6
     # here JAX has started: the call changes nothing and says so
     flags = os.environ.get("XLA_FLAGS")
     assert jax.devices() and runtime.use_cpu_cores(4) is False and os.environ.get("XLA_FLAGS") == flags
