@@ -56,17 +56,18 @@ def use_cpu_cores(n: int | None = None, divides: int | None = None) -> bool:
     call it first thing in a script, never in a library. It starts nothing itself, so
     `maybe_initialize_distributed` may follow. Returns False, changing nothing, when JAX
     has already started (e.g. a script's main() called from a test); a count already in
-    XLA_FLAGS (`--xla_force_host_platform_device_count`) wins.
+    XLA_FLAGS (`--xla_force_host_platform_device_count`) wins, and the flags stay as given.
     """
-    cores = available_cores()
-    if n is None:
-        n = cpu_device_count(cores, divides)
+    from jax._src import xla_bridge  # no public way to ask whether JAX has started
+
+    if xla_bridge.backends_are_initialized():
+        return False
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        try:
-            jax.config.update("jax_num_cpu_devices", n)
-        except RuntimeError:  # backends already initialised: their device count stays
-            return False
+    if "xla_force_host_platform_device_count" in flags:
+        return True
+    cores = available_cores()
+    n = cpu_device_count(cores, divides) if n is None else n
+    jax.config.update("jax_num_cpu_devices", n)
     if 1 < n and cores <= n and "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     return True
