@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="JAX CPU devices: 0 (default) one per core, each extracting its share of "
-                             "a batch (1.3x on 2 cores, docs/benchmarks.md); 1: one for all cores")
+                             "a batch (1.2x files/s on 2 cores, docs/benchmarks.md); 1: one for all cores")
     parser.add_argument("--no-tune-malloc", action="store_true",
                         help="keep glibc malloc's defaults (tuned by default: ~1.4x files/s, "
                              "higher peak RSS; docs/benchmarks.md)")

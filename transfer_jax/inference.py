@@ -19,7 +19,7 @@ materialise batch x 16.7 MB per block-1 tensor), and `vmap` on accelerators; giv
 mesh, the batch is split over its devices first (`shard_map`), each device mapping its
 own examples. On CPU that is one device per core (`runtime.use_cpu_cores`): each core
 runs whole examples single-threaded instead of both cores sharing every small op
-(measured 1.3x on 2 cores, docs/benchmarks.md).
+(measured 1.2-1.3x on 2 cores, docs/benchmarks.md).
 """
 from __future__ import annotations
 
