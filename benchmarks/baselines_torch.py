@@ -73,7 +73,8 @@ def forward_fn(model: TorchTagger):
 
 
 def train_step_fn(model: TorchTagger, learning_rate: float = 1e-3):
-    """(mel, labels) numpy -> loss float; Adam, BCE with logits, BatchNorm in train mode."""
+    """(mel, labels) numpy or tensors -> loss float; Adam, BCE with logits, BatchNorm in
+    train mode. Tensors already on the model's device are used as they are (no copy)."""
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -81,7 +82,7 @@ def train_step_fn(model: TorchTagger, learning_rate: float = 1e-3):
     def step(mel: np.ndarray, labels: np.ndarray) -> float:
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(torch.from_numpy(mel).to(device))[0], torch.from_numpy(labels).to(device))
+        loss = loss_fn(model(torch.as_tensor(mel, device=device))[0], torch.as_tensor(labels, device=device))
         loss.backward()
         opt.step()
         return float(loss.detach())

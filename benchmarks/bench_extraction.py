@@ -265,6 +265,7 @@ def torch_impl(config, variables):
         return None, None
     import baselines_torch as bt
 
+    torch.backends.cudnn.benchmark = True  # torch at its best on a GPU: autotuned convs
     model = bt.build(config, "cuda" if torch.cuda.is_available() else "cpu")
     bt.copy_flax_variables(model, variables)
     return model, bt
@@ -354,7 +355,10 @@ def train_batch(config: ModelConfig, b: int) -> None:
         tm, bt = torch_impl(config, v)
         if tm is not None:
             tstep = bt.train_step_fn(tm, 1e-3)
-            record("train", "torch train step (channels_last, Adam)", b, timed(lambda: tstep(mel, labels), ARGS.repeats, warmup=ARGS.train_warmup))
+            device = next(tm.parameters()).device  # the batch on the device, as JAX's is
+            tx_, ty_ = bt.torch.as_tensor(mel, device=device), bt.torch.as_tensor(labels, device=device)
+            record("train", "torch train step (channels_last, Adam)", b,
+                   timed(lambda: tstep(tx_, ty_), ARGS.repeats, warmup=ARGS.train_warmup))
     if "keras" in frameworks():
         km, bk = keras_impl(config, v)
         for xla in (False, True):
