@@ -60,13 +60,14 @@ def copy_flax_variables(model: TorchTagger, variables: dict) -> None:
 
 
 def forward_fn(model: TorchTagger):
-    """numpy mel (batch, n_mels, frames) -> numpy features, in inference mode."""
+    """mel (batch, n_mels, frames), numpy or a tensor -> numpy features, in inference mode.
+    A tensor already on the model's device is used as it is (no copy)."""
     model.eval()
     device = next(model.parameters()).device
 
     def forward(mel: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(torch.from_numpy(mel).to(device))[1]
+            out = model(torch.as_tensor(mel, device=device))[1]
             return out.cpu().numpy()
 
     return forward

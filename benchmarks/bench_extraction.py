@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="")
     p.add_argument("--cpu-devices", default="cores",
                    help="JAX CPU devices: 'cores' (runtime.use_cpu_cores, one per core) or a number")
+    p.add_argument("--resident", action="store_true",
+                   help="forward rows take a batch already on the device (the model alone, no "
+                        "host-to-device copy); audio->features rows are skipped")
     p.add_argument("--no-plain", action="store_true",
                    help="skip the plain Flax rows (OOM-killed at b=256 on a 24 GB machine)")
     p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
@@ -288,13 +291,20 @@ def section_forward(config: ModelConfig) -> None:
         def diff(out) -> float:
             return float(np.max(np.abs(np.asarray(block(out), np.float32) - ref)))
 
+        mel_bf16 = mel.astype(jnp.bfloat16)  # converted before timing: the rows time the model
+        t_mel = mel
+        if ARGS.resident:
+            mel, mel_bf16 = jax.device_put(mel), jax.device_put(mel_bf16)
+            if t_fwd:
+                t_mel = bt.torch.as_tensor(t_mel, device=next(torch_model.parameters()).device)
+
         impls = {} if ARGS.torch_child else {
             "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
             **({} if len(jax.local_devices()) == 1 else {
                 "JAX library on one of the devices, running": lambda: extraction.features_from_mel(
                     run, v, mel, devices=jax.local_devices()[:1])}),
             "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
-                run, v_bf16, mel.astype(jnp.bfloat16)),
+                run, v_bf16, mel_bf16),
         }
         if not ARGS.no_plain and not ARGS.torch_child:
             impls["JAX plain Flax (vmap of model.apply), running"] = lambda: plain_flax.features_from_mel(run, v, mel)
@@ -302,14 +312,16 @@ def section_forward(config: ModelConfig) -> None:
             impls["tf.keras (tf.function graph), running"] = lambda: k_graph(mel)
             impls["tf.keras (tf.function XLA), running"] = lambda: k_xla(mel)
         if t_fwd:
-            impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(mel)
+            impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(t_mel)
         for name, fn in impls.items():
             with survive(f"forward {name} b={b}"):
                 record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
+        if ARGS.torch_child or ARGS.resident:
+            continue
         pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
         mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
-        for name, fn, want in () if ARGS.torch_child else (
+        for name, fn, want in (
             ("JAX library audio->features (extraction.features_from_audio), per_clip",
              lambda: extraction.features_from_audio(per_clip, v, waves), pc_ref),
             *(() if ARGS.no_plain else (("JAX plain Flax audio->features (vmap of log-mel + apply), per_clip",
