@@ -88,7 +88,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from transfer_jax import audio as audio_lib  # noqa: E402
-from transfer_jax import extraction, frontend, train  # noqa: E402
+from transfer_jax import cpu_kernels, extraction, frontend, train  # noqa: E402
 from transfer_jax.config import ModelConfig  # noqa: E402
 from transfer_jax.model import Tagger, init_variables  # noqa: E402
 
@@ -118,6 +118,20 @@ def timed(fn, repeats: int, warmup: int = 1) -> float:
         block(fn())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def block1_in_xla():
+    """The library with its CPU kernel switched off (block 1 in XLA's loops, as before the
+    kernel): jit caches are cleared on the way in and out so that each way is traced."""
+    available = cpu_kernels.available
+    cpu_kernels.available = lambda: False
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        cpu_kernels.available = available
+        jax.clear_caches()
 
 
 @contextlib.contextmanager
@@ -313,8 +327,12 @@ def section_forward(config: ModelConfig) -> None:
             impls["tf.keras (tf.function XLA), running"] = lambda: k_xla(mel)
         if t_fwd:
             impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(t_mel)
+        if cpu_kernels.available() and jax.default_backend() == "cpu" and not ARGS.torch_child:
+            lib = impls["JAX library (extraction.features_from_mel), running"]
+            impls["JAX library, block 1 in XLA (no CPU kernel), running"] = lib
         for name, fn in impls.items():
-            with survive(f"forward {name} b={b}"):
+            with survive(f"forward {name} b={b}"), (block1_in_xla() if "no CPU kernel" in name
+                                                    else contextlib.nullcontext()):
                 record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
         if ARGS.torch_child or ARGS.resident:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from transfer_jax import cpu_kernels
 from transfer_jax.model import Tagger, check_pool_fits
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
@@ -112,26 +113,46 @@ def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
     x, feats = mel[..., None], []
     for i, (ph, pw) in enumerate(cfg.pools, start=1):
         conv, bn = params[f"conv{i}"], params[f"bn{i}"]
-        h, w = x.shape[:2]
-        check_pool_fits(mel.shape, cfg.pools, i, (h, w))
-        y = conv3x3(x, conv["kernel"])  # the bias cancels in y - mean
-        c = y.shape[-1]
-        if model.norm == "running":
+        check_pool_fits(mel.shape, cfg.pools, i, x.shape[:2])
+        if model.norm == "running":  # the bias cancels in conv - mean
             mean, var = stats[f"bn{i}"]["mean"] - conv["bias"], stats[f"bn{i}"]["var"]
         else:
-            mean, var = _conv_mean(x, conv["kernel"], y), None
-        d = y - mean
-        windows = d[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, c)
-        hi, lo = windows.max(axis=(1, 3)), windows.min(axis=(1, 3))
-        if var is None:  # biased variance over the full map, as BatchNorm
-            if h % ph == 0 and w % pw == 0:  # from the windows: one fused pass
-                var = jnp.square(windows).sum(axis=(1, 3)).sum(axis=(0, 1)) / (h * w)
-            else:
-                var = jnp.square(d).mean(axis=(0, 1))
+            mean, var = None, None
+        hi, lo, var = _window_stats(x, conv["kernel"], mean, var, (ph, pw))
         a = jax.lax.rsqrt(var + cfg.bn_epsilon) * bn["scale"]
         x = jax.nn.elu(jnp.where(a >= 0, hi, lo) * a + bn["bias"])
         feats.append(x.mean(axis=(0, 1)))
     return jnp.stack(feats)
+
+
+def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: jax.Array | None,
+                  pool: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Max and min of d = conv3x3(x, kernel) - mean over each pool window, (h // ph,
+    w // pw, c), and d's biased variance over the full (h, w) map, (c,), as BatchNorm's.
+    `mean` / `var` None: the conv output's own. A one-channel float32 input on CPU goes
+    through the fused kernel (`cpu_kernels`) when it is built; same numbers either way."""
+    def in_xla():
+        (h, w), (ph, pw) = x.shape[:2], pool
+        y = conv3x3(x, kernel)
+        d = y - (_conv_mean(x, kernel, y) if mean is None else mean)
+        windows = d[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, -1)
+        v = var
+        if v is None:  # biased variance over the full map, as BatchNorm
+            if h % ph == 0 and w % pw == 0:  # from the windows: one fused pass
+                v = jnp.square(windows).sum(axis=(1, 3)).sum(axis=(0, 1)) / (h * w)
+            else:
+                v = jnp.square(d).mean(axis=(0, 1))
+        return windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), v
+
+    if x.shape[-1] != 1 or x.dtype != jnp.float32 or not cpu_kernels.available():
+        return in_xla()
+
+    def fused():
+        m = _conv_mean(x, kernel, None) if mean is None else mean
+        hi, lo, sumsq = cpu_kernels.conv1_pool_stats(x[..., 0], kernel, m, pool, want_var=var is None)
+        return hi, lo, sumsq / (x.shape[0] * x.shape[1]) if var is None else var
+
+    return jax.lax.platform_dependent(cpu=fused, default=in_xla)
 
 
 def clip_logits(model: Tagger, variables: dict, features: jax.Array) -> jax.Array:

@@ -6,14 +6,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transfer_jax import inference
+from transfer_jax import cpu_kernels, inference
 from transfer_jax.config import FrontendConfig
 from transfer_jax.model import Tagger, init_variables, max_pool
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["cpu_kernel", "xla"])
 @pytest.mark.parametrize("norm", ["per_clip", "running"])
 @pytest.mark.parametrize("n_samples", [18_176, 16_384])  # 71 frames (pools leave remainders), 64 (exact)
-def test_clip_features_equal_the_module(small_config, perturb, norm, n_samples):
+def test_clip_features_equal_the_module(small_config, perturb, norm, n_samples, fused, monkeypatch):
+    """Both ways of computing block 1 on CPU: the fused kernel and XLA's loops."""
+    if fused and not cpu_kernels.available():
+        pytest.skip("transfer_jax._cpu_kernels not built")
+    if not fused:
+        monkeypatch.setattr(cpu_kernels, "available", lambda: False)
     cfg = dataclasses.replace(small_config, frontend=FrontendConfig(n_samples=n_samples))
     model = Tagger(cfg, norm=norm)
     v = perturb(model, seed=n_samples)
