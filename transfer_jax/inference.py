@@ -9,9 +9,11 @@ the module and against the published weights). Two rearrangements make it 2-3x f
   The statistics still come from the full-resolution conv output, but the affine map
   and ELU run on the pooled map (8 to 20x smaller), and XLA fuses the max, min and
   sum-of-squares of each pooling window into one pass over the conv output.
-- Block 1 (one input channel): the 3x3 convolution as 9 shifted multiply-adds, which
-  XLA fuses into the reductions that consume them, so its (n_mels, frames, 32) output
-  is never written to memory; its mean comes from the input by linearity.
+- Block 1 (one input channel): its (n_mels, frames, 32) conv output is never written to
+  memory. On CPU one fused kernel (`cpu_kernels`, when built) computes each window's max
+  and min and the sum of squares with the output in registers (3-4x XLA's loops);
+  elsewhere the convolution is 9 shifted multiply-adds that XLA fuses into the
+  reductions consuming them. Its mean comes from the input by linearity.
 
 `map_examples` runs a per-example function over a batch: `lax.map` in chunks of
 `micro_batch` on CPU, where one example's activations stay in cache (vmap makes XLA
