@@ -6,9 +6,13 @@
     python benchmarks/bench_extraction.py --cpu-devices 1       # one JAX CPU device for all cores
     python benchmarks/bench_extraction.py --out bench.json
 
-One process, the same inputs and the same weights for every implementation (the Keras and
+One run, the same inputs and the same weights for every implementation (the Keras and
 PyTorch baselines in benchmarks/ get the Flax variables copied in, and their features are
-compared with JAX's). Runs unchanged on CPU and GPU: JAX, TensorFlow and PyTorch each use
+compared with JAX's). Each baseline framework runs in a child process of the run, one
+after the other, so that no framework's idle thread pools compete with another's timed
+calls (measured: tf.keras loaded beside JAX cut the library's b=8 rows from 304 to 197
+clips/s), and TensorFlow and PyTorch cannot share a process here (a segfault in libc's
+free during the torch train step). Runs unchanged on CPU and GPU: JAX, TensorFlow and PyTorch each use
 their default device; PyTorch rows appear when torch is importable. Timings are the median
 of `--repeats` runs after a warm-up (compilation) call; the machine, its load average and
 the backend are printed and saved with the numbers.
@@ -72,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "host-to-device copy); audio->features rows are skipped")
     p.add_argument("--no-plain", action="store_true",
                    help="skip the plain Flax rows (OOM-killed at b=256 on a 24 GB machine)")
-    p.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["keras", "torch"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -80,7 +84,7 @@ ARGS = parse_args()
 from transfer_jax import runtime  # noqa: E402
 
 ALLOCATOR_TUNED = runtime.tune_malloc() if ARGS.allocator == "tuned" else False
-if ARGS.cpu_devices != "1" and not ARGS.torch_child:
+if ARGS.cpu_devices != "1" and not ARGS.child:
     runtime.use_cpu_cores(None if ARGS.cpu_devices == "cores" else int(ARGS.cpu_devices))
 
 import jax  # noqa: E402
@@ -240,31 +244,29 @@ def test_mels(batch: int, config: ModelConfig, seed: int = 0) -> np.ndarray:
 
 
 def frameworks() -> set[str]:
-    """TensorFlow and PyTorch in one process crash (a segfault in libc's free during the
-    torch train step, with either allocator): torch rows then come from a child process
-    of this script (`torch_rows`), same inputs and weights."""
-    chosen = set(ARGS.frameworks.split(","))
-    if ARGS.torch_child:
-        return {"torch"}
-    return chosen - {"torch"} if {"keras", "torch"} <= chosen else chosen
+    """The frameworks this process times: JAX in the main process, one baseline in each
+    child (`baseline_rows`)."""
+    if ARGS.child:
+        return {ARGS.child}
+    return set(ARGS.frameworks.split(",")) & {"jax"}
 
 
-def torch_rows(sections: list[str]) -> None:
-    """Runs this script for the torch rows alone in a child process; adds its rows."""
+def baseline_rows(sections: list[str]) -> None:
+    """Runs this script once per baseline framework asked for (keras, torch), each in a
+    child process timing that framework alone on the same inputs and weights; adds their rows."""
     import subprocess
 
     wanted = [s for s in sections if s in ("forward", "train")]
-    if not wanted:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        out = pathlib.Path(tmp) / "torch.json"
-        subprocess.run([sys.executable, __file__, "--torch-child", "--frameworks", "torch",
-                        "--sections", ",".join(wanted), "--batches", ARGS.batches,
-                        "--train-batches", ARGS.train_batches, "--repeats", str(ARGS.repeats),
-                        "--train-warmup", str(ARGS.train_warmup),
-                        "--allocator", ARGS.allocator, "--out", str(out)], check=False)
-        if out.exists():
-            ROWS.extend(json.loads(out.read_text())["rows"])
+    for fw in [f for f in ("keras", "torch") if f in ARGS.frameworks.split(",")] if wanted else []:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = pathlib.Path(tmp) / f"{fw}.json"
+            subprocess.run([sys.executable, __file__, "--child", fw, "--frameworks", fw,
+                            "--sections", ",".join(wanted), "--batches", ARGS.batches,
+                            "--train-batches", ARGS.train_batches, "--repeats", str(ARGS.repeats),
+                            "--train-warmup", str(ARGS.train_warmup), *(["--resident"] if ARGS.resident else []),
+                            "--allocator", ARGS.allocator, "--out", str(out)], check=False)
+            if out.exists():
+                ROWS.extend(json.loads(out.read_text())["rows"])
 
 
 def keras_impl(config, variables):
@@ -312,7 +314,7 @@ def section_forward(config: ModelConfig) -> None:
             if t_fwd:
                 t_mel = bt.torch.as_tensor(t_mel, device=next(torch_model.parameters()).device)
 
-        impls = {} if ARGS.torch_child else {
+        impls = {} if ARGS.child else {
             "JAX library (extraction.features_from_mel), running": lambda: extraction.features_from_mel(run, v, mel),
             **({} if len(jax.local_devices()) == 1 else {
                 "JAX library on one of the devices, running": lambda: extraction.features_from_mel(
@@ -320,14 +322,14 @@ def section_forward(config: ModelConfig) -> None:
             "JAX library bf16 params and inputs, running": lambda: extraction.features_from_mel(
                 run, v_bf16, mel_bf16),
         }
-        if not ARGS.no_plain and not ARGS.torch_child:
+        if not ARGS.no_plain and not ARGS.child:
             impls["JAX plain Flax (vmap of model.apply), running"] = lambda: plain_flax.features_from_mel(run, v, mel)
         if k_graph:
             impls["tf.keras (tf.function graph), running"] = lambda: k_graph(mel)
             impls["tf.keras (tf.function XLA), running"] = lambda: k_xla(mel)
         if t_fwd:
             impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(t_mel)
-        if cpu_kernels.available() and jax.default_backend() == "cpu" and not ARGS.torch_child:
+        if cpu_kernels.available() and jax.default_backend() == "cpu" and not ARGS.child:
             lib = impls["JAX library (extraction.features_from_mel), running"]
             impls["JAX library, block 1 in XLA (no CPU kernel), running"] = lib
         for name, fn in impls.items():
@@ -335,7 +337,7 @@ def section_forward(config: ModelConfig) -> None:
                                                     else contextlib.nullcontext()):
                 record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
-        if ARGS.torch_child or ARGS.resident:
+        if ARGS.child or ARGS.resident:
             continue
         pc_ref = np.asarray(extraction.features_from_audio(per_clip, v, waves))
         mel_ref = np.asarray(frontend.log_mel_jit(waves, config.frontend, "clip"))
@@ -362,7 +364,7 @@ def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
     all_devices, one = jax.devices(), jax.devices()[:1]
-    jax_models = () if ARGS.torch_child else (
+    jax_models = () if ARGS.child else (
         ("JAX library train step (jit, Adam)", Tagger(config, norm="train"), all_devices),
         *(() if len(all_devices) == 1 else (
             ("JAX library train step on one of the devices", Tagger(config, norm="train"), one),)),
@@ -491,12 +493,12 @@ def main() -> None:
     if "train" in sections:
         with survive("section train"):
             section_train(config)
-    if {"keras", "torch"} <= set(ARGS.frameworks.split(",")) and not ARGS.torch_child:
-        torch_rows(sections)
-    if "e2e" in sections and not ARGS.torch_child:
+    if not ARGS.child:
+        baseline_rows(sections)
+    if "e2e" in sections and not ARGS.child:
         with survive("section e2e"):
             section_e2e(config)
-    if "hear" in sections and not ARGS.torch_child:
+    if "hear" in sections and not ARGS.child:
         with survive("section hear"):
             section_hear(config)
     info["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
