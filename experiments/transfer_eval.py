@@ -49,6 +49,9 @@ flags.DEFINE_integer("n_splits", 10, "CV folds (clipped to the smallest class)."
 flags.DEFINE_integer("inner_splits", 5, "Inner CV folds of the nested protocol.")
 flags.DEFINE_integer("batch_size", 16, "Extraction batch size.")
 flags.DEFINE_integer("n_jobs", -1, "Parallel evaluation processes (-1: all cores).")
+flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices for extraction: 0 = one per core (each batch split over "
+                     "them, runtime.use_cpu_cores), 1 = one device for all cores.")
+flags.DEFINE_bool("tune_malloc", True, "Keep glibc from handing memory back (runtime.tune_malloc).")
 flags.DEFINE_bool("cache", True, "Reuse finished results from <out>/cache.")
 FLAGS = flags.FLAGS
 
@@ -92,6 +95,10 @@ def audio_tasks(combos_n_layers_cb):
     """Extract features for the audio tasks: yields (Task, failures)."""
     from transfer_jax import runtime
 
+    if FLAGS.tune_malloc:
+        runtime.tune_malloc()
+    if FLAGS.cpu_devices != 1:
+        runtime.use_cpu_cores(FLAGS.cpu_devices or None)
     runtime.enable_compilation_cache()
     import jax
     import numpy as np
