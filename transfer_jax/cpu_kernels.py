@@ -10,11 +10,15 @@ on every CPU device). Measured 0.9-1.3 ms per clip on one core vs 3.9 ms for XLA
 loops (docs/benchmarks.md).
 
 The kernel is built by `pip install` when a C++ compiler is present; `available()` says
-whether it was. Without it, and on other backends, the library computes the same in XLA.
+whether it was. Without it, with TRANSFER_JAX_CPU_KERNELS=0 in the environment, and on
+other backends (the choice is made per platform at lowering), the library computes the
+same in XLA. `jax.export` of code that uses it needs
+`DisabledSafetyCheck.custom_call("transfer_jax_conv1_pool_stats")` (or the kernel off).
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +26,10 @@ import jax.numpy as jnp
 
 @functools.cache
 def available() -> bool:
-    """Whether the compiled kernel is installed (and registered with XLA for CPU)."""
+    """Whether the compiled kernel is installed and not switched off (and registers it
+    with XLA for CPU)."""
+    if os.environ.get("TRANSFER_JAX_CPU_KERNELS", "1") == "0":
+        return False
     try:
         from transfer_jax import _cpu_kernels
     except ImportError:

@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import jax
@@ -47,3 +48,31 @@ def test_conv1_pool_stats_equal_numpy(h, w, c, pool):
     np.testing.assert_array_equal(hi, got[0][0])
     np.testing.assert_array_equal(lo, got[1][0])
     assert not np.any(sumsq)
+
+
+@needs_kernel
+def test_kernel_is_lowered_for_cpu_only(small_config):
+    """The per-platform choice: a CUDA lowering of the extraction holds no call to the CPU
+    kernel (so the same jitted code runs on GPUs), a CPU lowering does."""
+    from jax import export
+
+    from transfer_jax import inference
+    from transfer_jax.model import Tagger, init_variables
+
+    model = Tagger(small_config, norm="per_clip")
+    v = init_variables(model, jax.random.key(0))
+    fn = jax.jit(lambda v, x: inference.clip_features(model, v, x))
+    allow = [export.DisabledSafetyCheck.custom_call("transfer_jax_conv1_pool_stats")]
+    for platform, want in (("cuda", False), ("cpu", True)):
+        exp = export.export(fn, platforms=[platform], disabled_checks=allow)(v, np.zeros((96, 71), np.float32))
+        assert ("transfer_jax_conv1_pool_stats" in exp.mlir_module()) == want, platform
+
+
+def test_environment_switches_the_kernel_off():
+    import subprocess
+    import sys
+
+    code = "from transfer_jax import cpu_kernels; print(cpu_kernels.available())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRANSFER_JAX_CPU_KERNELS": "0"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
