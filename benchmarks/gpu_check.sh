@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The prepared accelerator check of issue 6 (one call of the device tool, ~5 min):
-#   bench_extraction.py on the GPU: forward b=1..1024 (library, plain Flax, bf16, torch),
-#   audio->features, log-mel on device, train step b=32/256 at the paper's input size,
-#   end to end from generated files, HEAR. Writes $OUT/gpu.{txt,log,json}.
+# The prepared accelerator check of issue 6 (one call of the device tool, ~8 min; give it
+# timeout_s 540): bench_extraction.py on the GPU: forward b=1..256 from host memory
+# (library, plain Flax, bf16, torch), audio->features, log-mel on device, train step
+# b=32/256 at the paper's input size; forward b=1..1024 with the batch on the device;
+# end to end from generated files, HEAR. Writes $OUT/gpu*.{txt,log,json}.
 # The GPU image has jax/flax/optax/orbax/torch but not librosa & co.: carry their wheels
 # (see /work/.library/device/README.md), made here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -22,7 +23,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import jax, flax, torch; print(jax.__version__, flax.__version__, torch.__version__, jax.devices())" \
   2>&1 | tee -a "$OUT/gpu.txt"
 set -o pipefail
-timeout "${BENCH_TIMEOUT:-430}" python3 benchmarks/bench_extraction.py \
-  --sections env,forward,train,e2e,hear --batches 1,32,256,1024 --train-batches 32,256 \
-  --repeats 5 --frameworks jax,torch --e2e-files 32 --cpu-devices 1 --out "$OUT/gpu.json" 2>&1 \
-  | grep -v "^WARNING\|^I0000" | tee "$OUT/gpu.log"
+# three runs with their own limits, so that each one's rows come back even if a later one
+# runs out of time (the first call, 2026-11-28 on an H200, spent 430 s before e2e)
+run() {  # name, limit in s, arguments
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" python3 benchmarks/bench_extraction.py --cpu-devices 1 --out "$OUT/$name.json" "$@" 2>&1 \
+    | grep -v "^WARNING\|^I0000" | tee "$OUT/$name.log"
+}
+run gpu "${BENCH_TIMEOUT:-230}" --sections env,forward,train --batches 1,32,256 --train-batches 32,256 \
+  --repeats 5 --frameworks jax,torch
+run gpu_resident 150 --sections forward --resident --batches 1,32,256,1024 --repeats 5 \
+  --frameworks jax,torch --no-plain
+run gpu_e2e 80 --sections e2e,hear --e2e-files 16 --repeats 3 --frameworks jax
