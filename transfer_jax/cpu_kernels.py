@@ -6,8 +6,8 @@ output is 16.7 MB per clip. `inference.clip_features` needs only each pool windo
 and min of the centred conv output and, for per-clip statistics, its sum of squares;
 `conv1_pool_stats` computes exactly those in one pass with the conv output held in
 registers (transfer_jax/csrc/cpu_kernels.cc, an XLA FFI call, so it runs inside jit and
-on every CPU device). Measured 0.9-1.3 ms per clip on one core vs 3.9 ms for XLA's fused
-loops (docs/benchmarks.md).
+on every CPU device). Block 1 alone 1.6-2.1x XLA's fused loops on one core, the whole
+forward 1.65-1.70x at batch >= 8 (benchmarks/bench_block1.py, docs/benchmarks.md).
 
 The kernel is built by `pip install` when a C++ compiler is present; `available()` says
 whether it was. Without it, with TRANSFER_JAX_CPU_KERNELS=0 in the environment, and on

@@ -11,7 +11,7 @@ the module and against the published weights). Two rearrangements make it 2-3x f
   sum-of-squares of each pooling window into one pass over the conv output.
 - Block 1 (one input channel): its (n_mels, frames, 32) conv output is never written to
   memory. On CPU one fused kernel (`cpu_kernels`, when built) computes each window's max
-  and min and the sum of squares with the output in registers (3-4x XLA's loops);
+  and min and the sum of squares with the output in registers (1.6-2.1x XLA's loops);
   elsewhere the convolution is 9 shifted multiply-adds that XLA fuses into the
   reductions consuming them. Its mean comes from the input by linearity.
 

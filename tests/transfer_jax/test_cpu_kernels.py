@@ -13,7 +13,7 @@ needs_kernel = pytest.mark.skipif(not cpu_kernels.available(), reason="transfer_
 def test_kernel_is_built_where_a_compiler_is():
     """`pip install` builds the kernel as an optional extension: with a C++ compiler on
     the machine, a missing kernel means the build broke (the library would fall back to
-    XLA silently, 3-4x slower in block 1)."""
+    XLA silently, 1.6-2.1x slower in block 1)."""
     if not (shutil.which("c++") or shutil.which("g++")):
         pytest.skip("no C++ compiler: the library runs block 1 in XLA")
     assert cpu_kernels.available()
