@@ -45,7 +45,8 @@ def conv1_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tup
 
     x: (h, w) float32; kernel: (3, 3, 1, c); mean: (c,). Returns the max and the min of d
     over each (ph, pw) window, (h // ph, w // pw, c), and the sum of d**2 over the whole
-    (h, w) map, (c,) (zeros unless `want_var`). CPU only; `available()` must be True.
+    (h, w) map, (c,) (zeros unless `want_var`); all NaN if x holds a NaN or an infinity.
+    CPU only; `available()` must be True.
     """
     if not available():
         raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")

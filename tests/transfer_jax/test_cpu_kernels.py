@@ -76,3 +76,16 @@ def test_environment_switches_the_kernel_off():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TRANSFER_JAX_CPU_KERNELS": "0"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@needs_kernel
+def test_non_finite_input_gives_nan_statistics():
+    """As XLA's max propagates a NaN, so does the kernel's result: bad input cannot come
+    out as finite features."""
+    rng = np.random.default_rng(1)
+    kernel, mean = rng.normal(size=(3, 3, 1, 32)).astype(np.float32), np.zeros(32, np.float32)
+    for bad in (np.nan, np.inf):
+        x = rng.uniform(-80, 0, (16, 24)).astype(np.float32)
+        x[5, 7] = bad
+        for out in cpu_kernels.conv1_pool_stats(x, kernel, mean, (2, 4)):
+            assert np.all(np.isnan(out))

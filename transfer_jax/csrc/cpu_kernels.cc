@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -116,6 +118,15 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
   for (int64_t r = 0; r < h; ++r) std::copy(xs + r * w, xs + (r + 1) * w, pad.data() + (r + 1) * (w + 2) + 1);
   const float *k = kernel.typed_data(), *m = mean.typed_data();
   float *hp = hi->typed_data(), *lp = lo->typed_data(), *sp = sumsq->typed_data();
+  int bad = 0;  // a NaN or an infinity anywhere (an OR reduction, vectorised)
+  for (int64_t i = 0; i < h * w; ++i) bad |= !(std::fabs(xs[i]) <= std::numeric_limits<float>::max());
+  if (bad) {  // max and min below would skip NaNs; XLA's propagate them
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::fill(hp, hp + hi->element_count(), nan);
+    std::fill(lp, lp + lo->element_count(), nan);
+    std::fill(sp, sp + sumsq->element_count(), nan);
+    return ffi::Error::Success();
+  }
   const bool v = want_var != 0;
   switch (C) {
     case 16: Block1<16>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
