@@ -23,6 +23,8 @@ import os
 import jax
 import jax.numpy as jnp
 
+CHANNELS = (16, 32, 64)  # the channel counts the kernel is compiled for (csrc/cpu_kernels.cc)
+
 
 @functools.cache
 def available() -> bool:
@@ -43,7 +45,7 @@ def conv1_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tup
                      want_var: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Pool-window statistics of d = conv3x3(x, kernel) - mean ('same', zero padded).
 
-    x: (h, w) float32; kernel: (3, 3, 1, c); mean: (c,). Returns the max and the min of d
+    x: (h, w) float32; kernel: (3, 3, 1, c), c in `CHANNELS`; mean: (c,). Returns the max and the min of d
     over each (ph, pw) window, (h // ph, w // pw, c), and the sum of d**2 over the whole
     (h, w) map, (c,) (zeros unless `want_var`); all NaN if x holds a NaN or an infinity.
     CPU only; `available()` must be True.
@@ -51,6 +53,8 @@ def conv1_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tup
     if not available():
         raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
     (h, w), (ph, pw), c = x.shape, pool, mean.shape[-1]
+    if c not in CHANNELS:
+        raise ValueError(f"conv1_pool_stats: {c} channels; the kernel is built for {CHANNELS}")
     f32 = jnp.float32
     out = (jax.ShapeDtypeStruct((h // ph, w // pw, c), f32),) * 2 + (jax.ShapeDtypeStruct((c,), f32),)
     call = jax.ffi.ffi_call("transfer_jax_conv1_pool_stats", out, vmap_method="sequential")

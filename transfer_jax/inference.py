@@ -132,7 +132,8 @@ def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: 
     """Max and min of d = conv3x3(x, kernel) - mean over each pool window, (h // ph,
     w // pw, c), and d's biased variance over the full (h, w) map, (c,), as BatchNorm's.
     `mean` / `var` None: the conv output's own. A one-channel float32 input on CPU goes
-    through the fused kernel (`cpu_kernels`) when it is built; same numbers either way."""
+    through the fused kernel (`cpu_kernels`) when it is built and compiled for this many
+    output channels; same numbers either way."""
     def in_xla():
         (h, w), (ph, pw) = x.shape[:2], pool
         y = conv3x3(x, kernel)
@@ -146,7 +147,8 @@ def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: 
                 v = jnp.square(d).mean(axis=(0, 1))
         return windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), v
 
-    if x.shape[-1] != 1 or x.dtype != jnp.float32 or not cpu_kernels.available():
+    if (x.shape[-1] != 1 or x.dtype != jnp.float32 or kernel.shape[-1] not in cpu_kernels.CHANNELS
+            or not cpu_kernels.available()):
         return in_xla()
 
     def fused():

@@ -31,7 +31,7 @@ def reference(x, kernel, mean, pool):
 @pytest.mark.parametrize("h, w, c, pool", [
     (96, 71, 32, (2, 2)),  # the paper's channels, a column left outside the windows
     (8, 16, 16, (2, 4)),  # windows tile the map exactly
-    (13, 37, 5, (3, 4)),  # any channel count (the untemplated loop), rows and columns left over
+    (13, 37, 64, (3, 4)),  # rows and columns left over
 ])
 def test_conv1_pool_stats_equal_numpy(h, w, c, pool):
     rng = np.random.default_rng(h * w + c)
@@ -89,3 +89,22 @@ def test_non_finite_input_gives_nan_statistics():
         x[5, 7] = bad
         for out in cpu_kernels.conv1_pool_stats(x, kernel, mean, (2, 4)):
             assert np.all(np.isnan(out))
+
+
+@needs_kernel
+def test_other_channel_counts_are_refused_and_left_to_xla(small_config):
+    """The kernel is compiled for `CHANNELS`; other counts raise here, and
+    `inference.clip_features` computes them in XLA, equal to the Flax module."""
+    import dataclasses
+
+    from transfer_jax import inference
+    from transfer_jax.model import Tagger, init_variables
+
+    with pytest.raises(ValueError, match="channels"):
+        cpu_kernels.conv1_pool_stats(np.zeros((8, 8), np.float32), np.zeros((3, 3, 1, 5), np.float32),
+                                     np.zeros(5, np.float32), (2, 2))
+    model = Tagger(dataclasses.replace(small_config, channels=5), norm="per_clip")
+    v = init_variables(model, jax.random.key(0))
+    mel = jax.random.uniform(jax.random.key(1), (96, 71), minval=-80.0, maxval=0.0)
+    np.testing.assert_allclose(inference.clip_features(model, v, mel), model.apply(v, mel[None])[1][0],
+                               rtol=1e-5, atol=1e-5)

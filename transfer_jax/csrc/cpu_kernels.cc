@@ -76,31 +76,6 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
   for (int c = 0; c < C; ++c) sumsq[c] = want_var ? sq[c] : 0.f;
 }
 
-// Any channel count: the same computation, the channel loop's length known at run time.
-void Block1Any(const float* p, int64_t h, int64_t w, int64_t C, const float* k, const float* mean,
-               int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
-  const int64_t wp = w + 2, ho = h / ph, wo = w / pw;
-  std::vector<float> d(C), sq(C, 0.f);
-  auto conv = [&](int64_t r, int64_t col) {
-    const float* q = p + r * wp + col;
-    for (int64_t c = 0; c < C; ++c) d[c] = -mean[c];
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j)
-        for (int64_t c = 0; c < C; ++c) d[c] += q[i * wp + j] * k[(i * 3 + j) * C + c];
-  };
-  for (int64_t i = 0; i < ho * wo * C; ++i) hi[i] = -FLT_MAX, lo[i] = FLT_MAX;
-  for (int64_t r = 0; r < h; ++r)
-    for (int64_t col = 0; col < w; ++col) {
-      conv(r, col);
-      if (want_var)
-        for (int64_t c = 0; c < C; ++c) sq[c] += d[c] * d[c];
-      if (r >= ho * ph || col >= wo * pw) continue;
-      const int64_t o = ((r / ph) * wo + col / pw) * C;
-      for (int64_t c = 0; c < C; ++c) hi[o + c] = std::max(hi[o + c], d[c]), lo[o + c] = std::min(lo[o + c], d[c]);
-    }
-  for (int64_t c = 0; c < C; ++c) sumsq[c] = want_var ? sq[c] : 0.f;
-}
-
 ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                               ffi::Buffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> hi,
                               ffi::ResultBuffer<ffi::F32> lo, ffi::ResultBuffer<ffi::F32> sumsq,
@@ -112,10 +87,9 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
     return ffi::Error::InvalidArgument("conv1_pool_stats: kernel must be (3, 3, 1, channels)");
   if (ph < 1 || pw < 1 || h < ph || w < pw)
     return ffi::Error::InvalidArgument("conv1_pool_stats: the pool window does not fit the input");
-  thread_local std::vector<float> pad;
-  pad.assign((h + 2) * (w + 2), 0.f);
+  if (C != 16 && C != 32 && C != 64)  // cpu_kernels.CHANNELS; XLA's path serves the others
+    return ffi::Error::InvalidArgument("conv1_pool_stats: channels must be 16, 32 or 64");
   const float* xs = x.typed_data();
-  for (int64_t r = 0; r < h; ++r) std::copy(xs + r * w, xs + (r + 1) * w, pad.data() + (r + 1) * (w + 2) + 1);
   const float *k = kernel.typed_data(), *m = mean.typed_data();
   float *hp = hi->typed_data(), *lp = lo->typed_data(), *sp = sumsq->typed_data();
   int bad = 0;  // a NaN or an infinity anywhere (an OR reduction, vectorised)
@@ -127,12 +101,14 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
     std::fill(sp, sp + sumsq->element_count(), nan);
     return ffi::Error::Success();
   }
+  thread_local std::vector<float> pad;
+  pad.assign((h + 2) * (w + 2), 0.f);
+  for (int64_t r = 0; r < h; ++r) std::copy(xs + r * w, xs + (r + 1) * w, pad.data() + (r + 1) * (w + 2) + 1);
   const bool v = want_var != 0;
   switch (C) {
     case 16: Block1<16>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
     case 32: Block1<32>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    case 64: Block1<64>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    default: Block1Any(pad.data(), h, w, C, k, m, ph, pw, v, hp, lp, sp);
+    default: Block1<64>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp);
   }
   return ffi::Error::Success();
 }
