@@ -84,7 +84,7 @@ ARGS = parse_args()
 from transfer_jax import runtime  # noqa: E402
 
 ALLOCATOR_TUNED = runtime.tune_malloc() if ARGS.allocator == "tuned" else False
-if ARGS.cpu_devices != "1" and not ARGS.child:
+if not ARGS.child:
     runtime.use_cpu_cores(None if ARGS.cpu_devices == "cores" else int(ARGS.cpu_devices))
 
 import jax  # noqa: E402

@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's read-only notes
     if not args.no_tune_malloc:
         runtime.tune_malloc()
-    if args.cpu_devices != 1:
-        runtime.use_cpu_cores(args.cpu_devices or None)
+    runtime.use_cpu_cores(args.cpu_devices or None)
     runtime.enable_compilation_cache()
     out = pathlib.Path(args.out)
     if out.is_dir():

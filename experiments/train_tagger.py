@@ -32,9 +32,8 @@ def main(argv):
 
     if config.tune_malloc:
         runtime.tune_malloc()
-    if config.cpu_devices != 1:  # data-parallel over the cores (docs/benchmarks.md)
-        runtime.use_cpu_cores(config.cpu_devices or None,
-                              divides=math.gcd(config.train.batch_size, config.train.eval_batch_size))
+    runtime.use_cpu_cores(config.cpu_devices or None,  # data-parallel over the cores (docs/benchmarks.md)
+                          divides=math.gcd(config.train.batch_size, config.train.eval_batch_size))
     runtime.maybe_initialize_distributed(config.distributed.coordinator_address or None,
                                          config.distributed.num_processes or None,
                                          config.distributed.process_id)

@@ -97,8 +97,7 @@ def audio_tasks(combos_n_layers_cb):
 
     if FLAGS.tune_malloc:
         runtime.tune_malloc()
-    if FLAGS.cpu_devices != 1:
-        runtime.use_cpu_cores(FLAGS.cpu_devices or None)
+    runtime.use_cpu_cores(FLAGS.cpu_devices or None)
     runtime.enable_compilation_cache()
     import jax
     import numpy as np
