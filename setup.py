@@ -18,6 +18,6 @@ setup(ext_modules=[Extension(
     sources=["transfer_jax/csrc/cpu_kernels.cc"],
     include_dirs=[ffi_include_dir()],
     language="c++",
-    extra_compile_args=["-std=c++17", "-O3", "-w"],
+    extra_compile_args=["-std=c++17", "-O3", "-fopenmp-simd", "-w"],
     optional=True,
 )])

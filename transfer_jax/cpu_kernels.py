@@ -1,4 +1,4 @@
-"""Block 1 of the tagger as one fused CPU kernel, for extraction on CPU.
+"""Block 1 of the tagger as fused CPU kernels, for extraction and training on CPU.
 
 Block 1 (a 3x3 convolution of the one-channel log-mel, then per-channel BatchNorm, ELU and
 a max-pool) is the largest elementwise cost of the forward pass: its (n_mels, frames, 32)
@@ -8,6 +8,14 @@ and min of the centred conv output and, for per-clip statistics, its sum of squa
 registers (transfer_jax/csrc/cpu_kernels.cc, an XLA FFI call, so it runs inside jit and
 on every CPU device). Block 1 alone 1.6-2.1x XLA's fused loops on one core, the whole
 forward 1.65-1.70x at batch >= 8 (benchmarks/bench_block1.py, docs/benchmarks.md).
+
+For training (batch statistics, `fused_block1`), `conv1_pool_select` returns the
+windows' max and min with the positions attaining them, `conv1_pool_select_grad` the
+kernel's gradient from those positions, and `patch_moments` each example's 3x3 patch
+mean and covariance (the conv output's mean and variance follow for any kernel). These
+take a batch (n, h, w) and are batch-parallel under `jit` with a sharded batch
+(`custom_partitioning`: each device runs its own examples; `runtime.enable_compilation_cache`
+keeps such programs cacheable).
 
 The kernel is built by `pip install` when a C++ compiler is present; `available()` says
 whether it was. Without it, with TRANSFER_JAX_CPU_KERNELS=0 in the environment, and on
@@ -19,11 +27,15 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 CHANNELS = (16, 32, 64)  # the channel counts the kernel is compiled for (csrc/cpu_kernels.cc)
+MAX_WINDOW = 16  # conv1_pool_select: pool windows of at most this many elements (uint16 masks)
 
 
 @functools.cache
@@ -74,3 +86,114 @@ def _varying_like(out: jax.Array, x: jax.Array) -> jax.Array:
     if hasattr(jax.lax, "pcast"):
         return jax.lax.pcast(out, axes, to="varying")
     return jax.lax.pvary(out, axes)  # jax < 0.8
+
+
+def conv1_pool_select(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tuple[int, int]
+                      ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Window max and min of d = conv3x3(x, kernel) - mean for a batch, with where they are.
+
+    x: (n, h, w) float32; kernel: (3, 3, 1, c), c in `CHANNELS`; mean: (c,); pool (ph, pw)
+    with ph * pw <= `MAX_WINDOW`. Returns hi, lo (n, h // ph, w // pw, c) and two uint16
+    masks of that shape: bit a * pw + b set where window element (a, b) equals the max
+    (the min); several bits on ties. An example holding a NaN or an infinity gets NaN
+    extremes and empty masks.
+    """
+    (n, h, w), (ph, pw), c = x.shape, pool, mean.shape[-1]
+    _check(c, pool)
+    return _select_call(int(ph), int(pw))(x.astype(jnp.float32), kernel.reshape(9, c).astype(jnp.float32),
+                                          mean.astype(jnp.float32))
+
+
+def conv1_pool_select_grad(x: jax.Array, masks: tuple[jax.Array, jax.Array],
+                           cotangents: tuple[jax.Array, jax.Array], pool: tuple[int, int]) -> jax.Array:
+    """Per-example gradient of sum(g_hi * hi + g_lo * lo) w.r.t. the kernel, with hi and
+    lo from `conv1_pool_select` (the mean held fixed), (n, 3, 3, 1, c): each window's
+    cotangent, split evenly over its tied positions, times the 3x3 patch there.
+    x: (n, h, w); masks and cotangents: (n, h // ph, w // pw, c)."""
+    n, c = x.shape[0], masks[0].shape[-1]
+    _check(c, pool)
+    dk = _select_grad_call(int(pool[0]), int(pool[1]))(x.astype(jnp.float32), *masks,
+                                                       *(g.astype(jnp.float32) for g in cotangents))
+    return dk.reshape(n, 3, 3, 1, c)
+
+
+def patch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each example's 3x3 patch mean (n, 9) and covariance (n, 9, 9) over the (h, w)
+    positions of a 'same' zero-padded convolution, taps in (row, column) order: the conv
+    output y = patch . k has mean mean . k and variance k' cov k. x: (n, h, w)."""
+    if not available():
+        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    return _moments_call()(x.astype(jnp.float32))
+
+
+def _check(c: int, pool: tuple[int, int]) -> None:
+    if not available():
+        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    if c not in CHANNELS:
+        raise ValueError(f"{c} channels; the kernel is built for {CHANNELS}")
+    if pool[0] * pool[1] > MAX_WINDOW:
+        raise ValueError(f"pool {tuple(pool)}: windows of more than {MAX_WINDOW} elements are not supported")
+
+
+def _batch_parallel(fn: Callable, batched: tuple[bool, ...], rule: str, replicate: tuple[str, ...]) -> Callable:
+    """`fn` (an FFI call mapping examples independently) partitioned along the leading
+    axis under jit: each device calls it on its own examples (`batched` arguments and every
+    result split like the first batched argument's leading axis, the others replicated).
+    Without this XLA would gather the whole batch onto every device."""
+    wrapped = custom_partitioning(fn)
+
+    def batch_axes(mesh, arg_shapes):
+        spec = arg_shapes[batched.index(True)].sharding.spec
+        return spec[0] if len(spec) else None
+
+    def split(mesh, axes, ndim):
+        return NamedSharding(mesh, P(axes, *(None,) * (ndim - 1)))
+
+    def infer(mesh, arg_shapes, result_shape):
+        axes = batch_axes(mesh, arg_shapes)
+        return jax.tree.map(lambda r: split(mesh, axes, len(r.shape)), result_shape)
+
+    def partition(mesh, arg_shapes, result_shape):
+        axes = batch_axes(mesh, arg_shapes)
+        args = tuple(split(mesh, axes if b else None, len(a.shape)) for a, b in zip(arg_shapes, batched))
+        return mesh, fn, infer(mesh, arg_shapes, result_shape), args
+
+    wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
+                          need_replication_factors=replicate)
+    return wrapped
+
+
+def _result(shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+@functools.cache
+def _select_call(ph: int, pw: int) -> Callable:
+    def call(x, kernel, mean):
+        (n, h, w), c = x.shape, mean.shape[0]
+        pooled = (n, h // ph, w // pw, c)
+        out = (_result(pooled),) * 2 + (_result(pooled, jnp.uint16),) * 2
+        return jax.ffi.ffi_call("transfer_jax_conv1_pool_select", out)(x, kernel, mean, ph=ph, pw=pw)
+
+    return _batch_parallel(call, (True, False, False), "n h w, t c, c -> n y x c, n y x c, n y x c, n y x c",
+                           ("h", "w", "t", "c", "y", "x"))
+
+
+@functools.cache
+def _select_grad_call(ph: int, pw: int) -> Callable:
+    def call(x, mhi, mlo, ghi, glo):
+        n, c = x.shape[0], mhi.shape[-1]
+        return jax.ffi.ffi_call("transfer_jax_conv1_pool_select_grad", _result((n, 9, c)))(
+            x, mhi, mlo, ghi, glo, ph=ph, pw=pw)
+
+    return _batch_parallel(call, (True,) * 5, "n h w, n y x c, n y x c, n y x c, n y x c -> n t c",
+                           ("h", "w", "y", "x", "c", "t"))
+
+
+@functools.cache
+def _moments_call() -> Callable:
+    def call(x):
+        n = x.shape[0]
+        return jax.ffi.ffi_call("transfer_jax_patch_moments", (_result((n, 9)), _result((n, 9, 9))))(x)
+
+    return _batch_parallel(call, (True,), "n h w -> n t, n s u", ("h", "w", "t", "s", "u"))

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -76,6 +77,144 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
   for (int c = 0; c < C; ++c) sumsq[c] = want_var ? sq[c] : 0.f;
 }
 
+// Training: the same block for a batch, with the window positions that attain the max
+// and the min (bit a * pw + b of a mask set where the (a, b) element equals it: ties
+// share the gradient, as XLA's max does), instead of the sum of squares.
+template <int C>
+TJ_CLONES void Block1Select(const float* p, int64_t h, int64_t w, const float* k, const float* mean,
+                            int64_t ph, int64_t pw, float* hi, float* lo, uint16_t* mhi, uint16_t* mlo) {
+  const int64_t wp = w + 2, ho = h / ph, wo = w / pw;
+  float kk[9][C], m[C];
+  for (int t = 0; t < 9; ++t)
+    for (int c = 0; c < C; ++c) kk[t][c] = k[t * C + c];
+  for (int c = 0; c < C; ++c) m[c] = mean[c];
+  float d[16][C];  // the window's conv outputs (ph * pw <= 16)
+  for (int64_t ro = 0; ro < ho; ++ro)
+    for (int64_t co = 0; co < wo; ++co) {
+      float mx[C], mn[C];
+      for (int c = 0; c < C; ++c) mx[c] = -FLT_MAX, mn[c] = FLT_MAX;
+      for (int64_t a = 0; a < ph; ++a)
+        for (int64_t b = 0; b < pw; ++b) {
+          float dq[C];
+          const float* q = p + (ro * ph + a) * wp + co * pw + b;
+          for (int c = 0; c < C; ++c) dq[c] = -m[c];
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+              const float v = q[i * wp + j];
+              for (int c = 0; c < C; ++c) dq[c] += v * kk[i * 3 + j][c];
+            }
+          for (int c = 0; c < C; ++c) {
+            mx[c] = std::max(mx[c], dq[c]);
+            mn[c] = std::min(mn[c], dq[c]);
+            d[a * pw + b][c] = dq[c];
+          }
+        }
+      uint32_t bh[C], bl[C];
+      for (int c = 0; c < C; ++c) bh[c] = 0, bl[c] = 0;
+      for (int64_t q = 0; q < ph * pw; ++q) {
+        const uint32_t bit = 1u << q;
+        for (int c = 0; c < C; ++c) {
+          bh[c] |= d[q][c] == mx[c] ? bit : 0u;
+          bl[c] |= d[q][c] == mn[c] ? bit : 0u;
+        }
+      }
+      const int64_t o = (ro * wo + co) * C;
+      for (int c = 0; c < C; ++c) hi[o + c] = mx[c], lo[o + c] = mn[c], mhi[o + c] = static_cast<uint16_t>(bh[c]),
+        mlo[o + c] = static_cast<uint16_t>(bl[c]);
+    }
+}
+
+// The kernel's gradient from one example: dk[t][c] = sum over windows of g_hi[c] / (ties)
+// x the patch (tap t) at each position in the max's mask, and the same for the min.
+template <int C>
+TJ_CLONES void Block1SelectGrad(const float* p, int64_t h, int64_t w, int64_t ph, int64_t pw,
+                                const uint16_t* mhi, const uint16_t* mlo, const float* ghi,
+                                const float* glo, float* dk) {
+  const int64_t wp = w + 2, ho = h / ph, wo = w / pw;
+  double total[9][C] = {};
+  for (int64_t ro = 0; ro < ho; ++ro) {
+    float acc[9][C] = {};  // one row of windows in float, then into the double total
+    for (int64_t co = 0; co < wo; ++co) {
+      const int64_t o = (ro * wo + co) * C;
+      float sh[C], sl[C];
+      uint32_t bh[C], bl[C];
+      for (int c = 0; c < C; ++c) {
+        bh[c] = mhi[o + c], bl[c] = mlo[o + c];
+        const int nh = __builtin_popcount(bh[c]), nl = __builtin_popcount(bl[c]);
+        sh[c] = nh ? ghi[o + c] / nh : 0.f;
+        sl[c] = nl ? glo[o + c] / nl : 0.f;
+      }
+      for (int64_t a = 0; a < ph; ++a)
+        for (int64_t b = 0; b < pw; ++b) {
+          const uint32_t bit = 1u << (a * pw + b);
+          float g[C];
+          for (int c = 0; c < C; ++c) g[c] = (bh[c] & bit ? sh[c] : 0.f) + (bl[c] & bit ? sl[c] : 0.f);
+          const float* x = p + (ro * ph + a) * wp + co * pw + b;
+          for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j) {
+              const float v = x[i * wp + j];
+              for (int c = 0; c < C; ++c) acc[i * 3 + j][c] += v * g[c];
+            }
+        }
+    }
+    for (int t = 0; t < 9; ++t)
+      for (int c = 0; c < C; ++c) total[t][c] += acc[t][c];
+  }
+  for (int t = 0; t < 9; ++t)
+    for (int c = 0; c < C; ++c) dk[t * C + c] = static_cast<float>(total[t][c]);
+}
+
+// One example's 3x3 patch moments: mean[t] and cov[s][t] of the zero-padded input's
+// taps over the (h, w) output positions (a conv output's mean is mean . k and its
+// variance k' cov k). Two passes; sums in double.
+TJ_CLONES void PatchMoments(const float* p, int64_t h, int64_t w, float* mean, float* cov) {
+  const int64_t wp = w + 2;
+  double mu[9];
+  for (int t = 0; t < 9; ++t) {
+    double s = 0.0;
+    for (int64_t r = 0; r < h; ++r) {
+      const float* row = p + (r + t / 3) * wp + t % 3;
+      float rs = 0.f;
+#pragma omp simd reduction(+ : rs)
+      for (int64_t c = 0; c < w; ++c) rs += row[c];
+      s += rs;
+    }
+    mu[t] = s / (h * w);
+    mean[t] = static_cast<float>(mu[t]);
+  }
+  for (int s = 0; s < 9; ++s)
+    for (int t = s; t < 9; ++t) {
+      const float ms = static_cast<float>(mu[s]), mt = static_cast<float>(mu[t]);
+      double sum = 0.0;
+      for (int64_t r = 0; r < h; ++r) {
+        const float* a = p + (r + s / 3) * wp + s % 3;
+        const float* b = p + (r + t / 3) * wp + t % 3;
+        float rs = 0.f;
+#pragma omp simd reduction(+ : rs)
+        for (int64_t c = 0; c < w; ++c) rs += (a[c] - ms) * (b[c] - mt);
+        sum += rs;
+      }
+      // the float mean's rounding, corrected: sum((a - ms)(b - mt)) over n = n * (mu - m) products
+      const double n = static_cast<double>(h * w);
+      sum -= n * (mu[s] - ms) * (mu[t] - mt);
+      cov[s * 9 + t] = cov[t * 9 + s] = static_cast<float>(sum / n);
+    }
+}
+
+bool AllFinite(const float* xs, int64_t n) {
+  int bad = 0;  // an OR reduction, vectorised
+  for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(xs[i]) <= std::numeric_limits<float>::max());
+  return !bad;
+}
+
+// x (h, w) zero-padded by one into a per-thread buffer.
+const float* Padded(const float* xs, int64_t h, int64_t w) {
+  thread_local std::vector<float> pad;
+  pad.assign((h + 2) * (w + 2), 0.f);
+  for (int64_t r = 0; r < h; ++r) std::copy(xs + r * w, xs + (r + 1) * w, pad.data() + (r + 1) * (w + 2) + 1);
+  return pad.data();
+}
+
 ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                               ffi::Buffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> hi,
                               ffi::ResultBuffer<ffi::F32> lo, ffi::ResultBuffer<ffi::F32> sumsq,
@@ -92,24 +231,93 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
   const float* xs = x.typed_data();
   const float *k = kernel.typed_data(), *m = mean.typed_data();
   float *hp = hi->typed_data(), *lp = lo->typed_data(), *sp = sumsq->typed_data();
-  int bad = 0;  // a NaN or an infinity anywhere (an OR reduction, vectorised)
-  for (int64_t i = 0; i < h * w; ++i) bad |= !(std::fabs(xs[i]) <= std::numeric_limits<float>::max());
-  if (bad) {  // max and min below would skip NaNs; XLA's propagate them
+  if (!AllFinite(xs, h * w)) {  // max and min below would skip NaNs; XLA's propagate them
     const float nan = std::numeric_limits<float>::quiet_NaN();
     std::fill(hp, hp + hi->element_count(), nan);
     std::fill(lp, lp + lo->element_count(), nan);
     std::fill(sp, sp + sumsq->element_count(), nan);
     return ffi::Error::Success();
   }
-  thread_local std::vector<float> pad;
-  pad.assign((h + 2) * (w + 2), 0.f);
-  for (int64_t r = 0; r < h; ++r) std::copy(xs + r * w, xs + (r + 1) * w, pad.data() + (r + 1) * (w + 2) + 1);
+  const float* pad = Padded(xs, h, w);
   const bool v = want_var != 0;
   switch (C) {
-    case 16: Block1<16>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    case 32: Block1<32>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    default: Block1<64>(pad.data(), h, w, k, m, ph, pw, v, hp, lp, sp);
+    case 16: Block1<16>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); break;
+    case 32: Block1<32>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); break;
+    default: Block1<64>(pad, h, w, k, m, ph, pw, v, hp, lp, sp);
   }
+  return ffi::Error::Success();
+}
+
+// The batched training calls below take x as (n, h, w) and loop over the examples.
+ffi::Error Conv1PoolSelectImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                               ffi::Buffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> hi,
+                               ffi::ResultBuffer<ffi::F32> lo, ffi::ResultBuffer<ffi::U16> mhi,
+                               ffi::ResultBuffer<ffi::U16> mlo, int64_t ph, int64_t pw) {
+  const auto xd = x.dimensions();
+  if (xd.size() != 3) return ffi::Error::InvalidArgument("conv1_pool_select: x must be (n, h, w)");
+  const int64_t n = xd[0], h = xd[1], w = xd[2], C = mean.element_count();
+  if (kernel.element_count() != 9 * C)
+    return ffi::Error::InvalidArgument("conv1_pool_select: kernel must be (3, 3, 1, channels)");
+  if (ph < 1 || pw < 1 || ph * pw > 16 || h < ph || w < pw)
+    return ffi::Error::InvalidArgument("conv1_pool_select: the pool window must fit the input and hold <= 16");
+  if (C != 16 && C != 32 && C != 64)
+    return ffi::Error::InvalidArgument("conv1_pool_select: channels must be 16, 32 or 64");
+  const int64_t per_out = (h / ph) * (w / pw) * C;
+  for (int64_t e = 0; e < n; ++e) {
+    const float* xs = x.typed_data() + e * h * w;
+    float *hp = hi->typed_data() + e * per_out, *lp = lo->typed_data() + e * per_out;
+    uint16_t *bh = mhi->typed_data() + e * per_out, *bl = mlo->typed_data() + e * per_out;
+    if (!AllFinite(xs, h * w)) {  // NaN statistics and no gradient, as XLA's max gives NaN
+      std::fill(hp, hp + per_out, std::numeric_limits<float>::quiet_NaN());
+      std::fill(lp, lp + per_out, std::numeric_limits<float>::quiet_NaN());
+      std::fill(bh, bh + per_out, 0), std::fill(bl, bl + per_out, 0);
+      continue;
+    }
+    const float *p = Padded(xs, h, w), *k = kernel.typed_data(), *m = mean.typed_data();
+    switch (C) {
+      case 16: Block1Select<16>(p, h, w, k, m, ph, pw, hp, lp, bh, bl); break;
+      case 32: Block1Select<32>(p, h, w, k, m, ph, pw, hp, lp, bh, bl); break;
+      default: Block1Select<64>(p, h, w, k, m, ph, pw, hp, lp, bh, bl);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Conv1PoolSelectGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U16> mhi,
+                                   ffi::Buffer<ffi::U16> mlo, ffi::Buffer<ffi::F32> ghi,
+                                   ffi::Buffer<ffi::F32> glo, ffi::ResultBuffer<ffi::F32> dk,
+                                   int64_t ph, int64_t pw) {
+  const auto xd = x.dimensions(), md = mhi.dimensions();
+  if (xd.size() != 3 || md.size() != 4)
+    return ffi::Error::InvalidArgument("conv1_pool_select_grad: x must be (n, h, w), the masks (n, h', w', c)");
+  const int64_t n = xd[0], h = xd[1], w = xd[2], C = md[3];
+  if (ph < 1 || pw < 1 || ph * pw > 16 || md[0] != n || md[1] != h / ph || md[2] != w / pw)
+    return ffi::Error::InvalidArgument("conv1_pool_select_grad: shapes do not match the pool window");
+  if (C != 16 && C != 32 && C != 64)
+    return ffi::Error::InvalidArgument("conv1_pool_select_grad: channels must be 16, 32 or 64");
+  const int64_t per_out = md[1] * md[2] * C;
+  for (int64_t e = 0; e < n; ++e) {
+    const float* p = Padded(x.typed_data() + e * h * w, h, w);
+    const uint16_t *bh = mhi.typed_data() + e * per_out, *bl = mlo.typed_data() + e * per_out;
+    const float *gh = ghi.typed_data() + e * per_out, *gl = glo.typed_data() + e * per_out;
+    float* out = dk->typed_data() + e * 9 * C;
+    switch (C) {
+      case 16: Block1SelectGrad<16>(p, h, w, ph, pw, bh, bl, gh, gl, out); break;
+      case 32: Block1SelectGrad<32>(p, h, w, ph, pw, bh, bl, gh, gl, out); break;
+      default: Block1SelectGrad<64>(p, h, w, ph, pw, bh, bl, gh, gl, out);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error PatchMomentsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> mean,
+                            ffi::ResultBuffer<ffi::F32> cov) {
+  const auto xd = x.dimensions();
+  if (xd.size() != 3) return ffi::Error::InvalidArgument("patch_moments: x must be (n, h, w)");
+  const int64_t n = xd[0], h = xd[1], w = xd[2];
+  for (int64_t e = 0; e < n; ++e)
+    PatchMoments(Padded(x.typed_data() + e * h * w, h, w), h, w, mean->typed_data() + e * 9,
+                 cov->typed_data() + e * 81);
   return ffi::Error::Success();
 }
 
@@ -127,11 +335,47 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolStats, Conv1PoolStatsImpl,
                                   .Attr<int64_t>("pw")
                                   .Attr<int64_t>("want_var"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolSelect, Conv1PoolSelectImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, h, w)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // kernel (3, 3, 1, C)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // mean (C,)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hi (n, h / ph, w / pw, C)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // lo
+                                  .Ret<ffi::Buffer<ffi::U16>>()  // the max's positions, bit a * pw + b
+                                  .Ret<ffi::Buffer<ffi::U16>>()  // the min's
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolSelectGrad, Conv1PoolSelectGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, h, w)
+                                  .Arg<ffi::Buffer<ffi::U16>>()  // the max's positions
+                                  .Arg<ffi::Buffer<ffi::U16>>()  // the min's
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d loss / d hi
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d loss / d lo
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d loss / d kernel per example (n, 9, C)
+                                  .Attr<int64_t>("ph")
+                                  .Attr<int64_t>("pw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PatchMomentsHandler, PatchMomentsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, h, w)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // mean (n, 9)
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // cov (n, 9, 9)
+
 static PyObject* Handlers(PyObject*, PyObject*) {
   PyObject* d = PyDict_New();
-  PyObject* cap = PyCapsule_New(reinterpret_cast<void*>(Conv1PoolStats), nullptr, nullptr);
-  PyDict_SetItemString(d, "conv1_pool_stats", cap);
-  Py_DECREF(cap);
+  const std::pair<const char*, void*> handlers[] = {
+      {"conv1_pool_stats", reinterpret_cast<void*>(Conv1PoolStats)},
+      {"conv1_pool_select", reinterpret_cast<void*>(Conv1PoolSelect)},
+      {"conv1_pool_select_grad", reinterpret_cast<void*>(Conv1PoolSelectGrad)},
+      {"patch_moments", reinterpret_cast<void*>(PatchMomentsHandler)}};
+  for (const auto& [name, fn] : handlers) {
+    PyObject* cap = PyCapsule_New(fn, nullptr, nullptr);
+    PyDict_SetItemString(d, name, cap);
+    Py_DECREF(cap);
+  }
   return d;
 }
 
