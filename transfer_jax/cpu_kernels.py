@@ -197,3 +197,23 @@ def _moments_call() -> Callable:
         return jax.ffi.ffi_call("transfer_jax_patch_moments", (_result((n, 9)), _result((n, 9, 9))))(x)
 
     return _batch_parallel(call, (True,), "n h w -> n t, n s u", ("h", "w", "t", "s", "u"))
+
+
+def conv3x3_filter_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+    """Per-example kernel gradient of a 'same' 3x3 convolution (stride 1, no dilation),
+    NHWC: x (n, h, w, c), g = d loss / d output (n, h, w, c), c in `CHANNELS` in and out
+    -> (n, 3, 3, c, c) (HWIO per example; their sum is the batch's)."""
+    if not available():
+        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    if x.shape[-1] != g.shape[-1] or x.shape[-1] not in CHANNELS:
+        raise ValueError(f"conv3x3_filter_grad: {x.shape[-1]} -> {g.shape[-1]} channels; built for {CHANNELS} -> same")
+    return _filter_grad_call()(x.astype(jnp.float32), g.astype(jnp.float32))
+
+
+@functools.cache
+def _filter_grad_call() -> Callable:
+    def call(x, g):
+        n, c = x.shape[0], x.shape[-1]
+        return jax.ffi.ffi_call("transfer_jax_conv3x3_filter_grad", _result((n, 3, 3, c, c)))(x, g)
+
+    return _batch_parallel(call, (True, True), "n h w c, n h w d -> n i j c d", ("h", "w", "c", "d", "i", "j"))

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transfer_jax import fused_block1
+from transfer_jax import conv, fused_block1
 from transfer_jax.config import ModelConfig
 from transfer_jax.fused_block1 import max_pool
 
@@ -93,15 +93,17 @@ def pooled_affine(d: jax.Array, a: jax.Array, b: jax.Array, window: tuple[int, i
 
 
 class ConvParams(nn.Module):
-    """The parameters `nn.Conv(features, (3, 3))` on a one-channel input creates (same
-    names, shapes, initialisers and order, so the same values), for computing the
-    convolution elsewhere: () -> (kernel (3, 3, 1, features), bias (features,))."""
+    """The parameters `nn.Conv(features, (3, 3), kernel_init=he_normal)` creates for
+    `in_features` input channels (same names, shapes, initialisers and order, so the same
+    values), with the convolution computed outside flax (`conv`, `fused_block1`):
+    () -> (kernel (3, 3, in_features, features), bias (features,))."""
 
     features: int
+    in_features: int
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", he_normal, (3, 3, 1, self.features), jnp.float32)
+        kernel = self.param("kernel", he_normal, (3, 3, self.in_features, self.features), jnp.float32)
         return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
 
 
@@ -120,19 +122,17 @@ class Tagger(nn.Module):
         features = []
         for i, pool in enumerate(cfg.pools, start=1):
             check_pool_fits(mel.shape[1:], cfg.pools, i, x.shape[1:3])
+            kernel, bias = ConvParams(cfg.channels, x.shape[-1], name=f"conv{i}")()
             bn = ModeBatchNorm(self.norm, cfg.bn_epsilon, cfg.bn_momentum, name=f"bn{i}")
             if i == 1 and self.norm in ("train", "batch"):
                 # the one-channel block with batch statistics: its full-size conv output
                 # is never materialised on CPU (`fused_block1`); the same values
-                kernel, bias = ConvParams(cfg.channels, name="conv1")()
                 hi, lo, mean, var = fused_block1.window_stats(mel, kernel, pool)
                 x = bn(None, window_stats=(hi, lo, mean + bias, var))
             else:
-                x = nn.Conv(cfg.channels, (3, 3), padding="SAME", kernel_init=he_normal,
-                            name=f"conv{i}")(x)
                 # BatchNorm -> ELU -> max-pool, computed as pool(BatchNorm) -> ELU: the same
                 # values, as both maps are monotone per channel (`pooled_affine`)
-                x = bn(x, pool)
+                x = bn(conv.conv3x3(x, kernel) + bias, pool)
             x = nn.elu(x)
             features.append(x.mean(axis=(1, 2)))
         logits = nn.Dense(cfg.n_classes, name="dense")(features[-1])

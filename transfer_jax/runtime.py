@@ -20,6 +20,10 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> pathlib.P
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # programs with a `custom_partitioning` call (cpu_kernels' batch-parallel kernels)
+    # carry a per-process pointer that would make every run a cache miss; the partition
+    # callbacks are pure functions of the program, so the key may leave it out
+    jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
     return path
 
 

@@ -201,6 +201,42 @@ TJ_CLONES void PatchMoments(const float* p, int64_t h, int64_t w, float* mean, f
     }
 }
 
+// The kernel gradient of a 'same' 3x3 convolution for one example, (h, w, CI) x (h, w, CO)
+// -> dk (3, 3, CI, CO) = sum over positions of x(shifted by the tap) outer g. XLA's
+// backward-filter convolution runs at a third of its forward speed on CPU; this is a
+// register-blocked outer-product loop: CB input channels x CO outputs stay in registers
+// along one row of positions, each row's share goes into a double total.
+template <int CI, int CO>
+TJ_CLONES void Conv3x3FilterGrad(const float* x, const float* g, int64_t h, int64_t w, float* dk) {
+  constexpr int CB = 8;
+  static_assert(CI % CB == 0, "input channels in blocks of CB");
+  std::vector<double> total(9 * CI * CO, 0.0);
+  for (int64_t r = 0; r < h; ++r) {
+    const float* grow = g + r * w * CO;
+    for (int i = 0; i < 3; ++i) {
+      const int64_t xr = r + i - 1;
+      if (xr < 0 || xr >= h) continue;
+      const float* xrow = x + xr * w * CI;
+      for (int j = 0; j < 3; ++j) {
+        const int64_t w0 = j == 0 ? 1 : 0, w1 = j == 2 ? w - 1 : w;  // output columns with an in-range tap
+        for (int cb = 0; cb < CI; cb += CB) {
+          float acc[CB][CO] = {};
+          for (int64_t col = w0; col < w1; ++col) {
+            const float* gv = grow + col * CO;
+            const float* xv = xrow + (col + j - 1) * CI + cb;
+            for (int a = 0; a < CB; ++a)
+              for (int c = 0; c < CO; ++c) acc[a][c] += xv[a] * gv[c];
+          }
+          double* t = total.data() + ((i * 3 + j) * CI + cb) * CO;
+          for (int a = 0; a < CB; ++a)
+            for (int c = 0; c < CO; ++c) t[a * CO + c] += acc[a][c];
+        }
+      }
+    }
+  }
+  for (int64_t e = 0; e < 9 * CI * CO; ++e) dk[e] = static_cast<float>(total[e]);
+}
+
 bool AllFinite(const float* xs, int64_t n) {
   int bad = 0;  // an OR reduction, vectorised
   for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(xs[i]) <= std::numeric_limits<float>::max());
@@ -321,6 +357,26 @@ ffi::Error PatchMomentsImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32>
   return ffi::Error::Success();
 }
 
+ffi::Error Conv3x3FilterGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                                 ffi::ResultBuffer<ffi::F32> dk) {
+  const auto xd = x.dimensions(), gd = g.dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || xd[0] != gd[0] || xd[1] != gd[1] || xd[2] != gd[2])
+    return ffi::Error::InvalidArgument("conv3x3_filter_grad: x (n, h, w, ci) and g (n, h, w, co) must match");
+  const int64_t n = xd[0], h = xd[1], w = xd[2], ci = xd[3], co = gd[3];
+  if (ci != co || (ci != 16 && ci != 32 && ci != 64))
+    return ffi::Error::InvalidArgument("conv3x3_filter_grad: channels must be 16, 32 or 64 in and out");
+  for (int64_t e = 0; e < n; ++e) {
+    const float *xe = x.typed_data() + e * h * w * ci, *ge = g.typed_data() + e * h * w * co;
+    float* out = dk->typed_data() + e * 9 * ci * co;
+    switch (ci) {
+      case 16: Conv3x3FilterGrad<16, 16>(xe, ge, h, w, out); break;
+      case 32: Conv3x3FilterGrad<32, 32>(xe, ge, h, w, out); break;
+      default: Conv3x3FilterGrad<64, 64>(xe, ge, h, w, out);
+    }
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolStats, Conv1PoolStatsImpl,
@@ -364,13 +420,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(PatchMomentsHandler, PatchMomentsImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // mean (n, 9)
                                   .Ret<ffi::Buffer<ffi::F32>>());  // cov (n, 9, 9)
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv3x3FilterGrad_, Conv3x3FilterGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (n, h, w, ci)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d loss / d output (n, h, w, co)
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // d loss / d kernel per example (n, 3, 3, ci, co)
+
 static PyObject* Handlers(PyObject*, PyObject*) {
   PyObject* d = PyDict_New();
   const std::pair<const char*, void*> handlers[] = {
       {"conv1_pool_stats", reinterpret_cast<void*>(Conv1PoolStats)},
       {"conv1_pool_select", reinterpret_cast<void*>(Conv1PoolSelect)},
       {"conv1_pool_select_grad", reinterpret_cast<void*>(Conv1PoolSelectGrad)},
-      {"patch_moments", reinterpret_cast<void*>(PatchMomentsHandler)}};
+      {"patch_moments", reinterpret_cast<void*>(PatchMomentsHandler)},
+      {"conv3x3_filter_grad", reinterpret_cast<void*>(Conv3x3FilterGrad_)}};
   for (const auto& [name, fn] : handlers) {
     PyObject* cap = PyCapsule_New(fn, nullptr, nullptr);
     PyDict_SetItemString(d, name, cap);
