@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable
 
 import jax
+import jax.custom_batching
 import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -160,6 +161,23 @@ def _batch_parallel(fn: Callable, batched: tuple[bool, ...], rule: str, replicat
 
     wrapped.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
                           need_replication_factors=replicate)
+    return _sequential_under_vmap(wrapped)
+
+
+def _sequential_under_vmap(fn: Callable) -> Callable:
+    """`fn` with a batching rule (custom_partitioning has none): under `vmap`, one call per
+    mapped element (`lax.map`), e.g. for per-example gradients, vmap(grad(loss))."""
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        def one(mapped):
+            it = iter(mapped)
+            return fn(*(next(it) if b else a for a, b in zip(args, in_batched)))
+
+        outs = jax.lax.map(one, [a for a, b in zip(args, in_batched) if b])
+        return outs, jax.tree.map(lambda _: True, outs)
+
     return wrapped
 
 

@@ -89,6 +89,12 @@ def test_non_finite_input_gives_nan_statistics():
         x[5, 7] = bad
         for out in cpu_kernels.conv1_pool_stats(x, kernel, mean, (2, 4)):
             assert np.all(np.isnan(out))
+        # training's batched kernel: that example's extremes NaN, no gradient positions;
+        # the other example's untouched
+        batch = np.stack([x, np.zeros_like(x)])
+        hi, lo, mask_hi, mask_lo = cpu_kernels.conv1_pool_select(batch, kernel, mean, (2, 4))
+        assert np.all(np.isnan(hi[0])) and np.all(np.isnan(lo[0])) and not np.any(mask_hi[0] | mask_lo[0])
+        assert np.all(np.isfinite(hi[1])) and np.all(mask_hi[1] == 255)  # all 8 positions tie on zeros
 
 
 @needs_kernel
@@ -108,3 +114,77 @@ def test_other_channel_counts_are_refused_and_left_to_xla(small_config):
     mel = jax.random.uniform(jax.random.key(1), (96, 71), minval=-80.0, maxval=0.0)
     np.testing.assert_allclose(inference.clip_features(model, v, mel), model.apply(v, mel[None])[1][0],
                                rtol=1e-5, atol=1e-5)
+
+
+def _patches(x):
+    """(n, h, w) -> (n, h, w, 9): each position's zero-padded 3x3 patch, taps row-major."""
+    n, h, w = x.shape
+    p = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+    return np.stack([p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)
+
+
+def _with_ties(rng, n, h, w):
+    """Log-mel-like input with silent (constant) stretches: conv outputs tie in a window."""
+    x = rng.uniform(-80, 0, (n, h, w)).astype(np.float32)
+    x[:, :, w // 3: w // 2] = -80.0
+    return x
+
+
+@needs_kernel
+@pytest.mark.parametrize("h, w, c, pool", [(12, 36, 32, (2, 4)), (13, 22, 16, (3, 3))])
+def test_conv1_pool_select_and_its_gradient_equal_numpy(h, w, c, pool):
+    """Extremes, the positions attaining them (every tied one), and the kernel gradient
+    with each window's cotangent split evenly over its ties, as XLA's max splits it."""
+    rng = np.random.default_rng(c)
+    (ph, pw), (ho, wo) = pool, (h // pool[0], w // pool[1])
+    x = _with_ties(rng, 2, h, w)
+    kernel = rng.normal(size=(3, 3, 1, c)).astype(np.float32)
+    mean = rng.normal(size=(c,)).astype(np.float32)
+    patches = _patches(x)[:, : ho * ph, : wo * pw]  # (n, h', w', 9)
+    d = patches @ kernel.reshape(9, c).astype(np.float64) - mean
+    windows = d.reshape(2, ho, ph, wo, pw, c).transpose(0, 1, 3, 2, 4, 5).reshape(2, ho, wo, ph * pw, c)
+    hi, lo, mask_hi, mask_lo = jax.jit(lambda *a: cpu_kernels.conv1_pool_select(*a, pool))(x, kernel, mean)
+    np.testing.assert_allclose(hi, windows.max(axis=3), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(lo, windows.min(axis=3), rtol=1e-5, atol=1e-4)
+    bits = (1 << np.arange(ph * pw))[:, None]
+    for mask, extreme in ((mask_hi, windows.max(axis=3)), (mask_lo, windows.min(axis=3))):
+        # positions within float32 rounding of the extreme (the silent stretch ties exactly)
+        want = ((np.abs(windows - extreme[:, :, :, None]) <= 1e-3) * bits).sum(axis=3)
+        assert np.asarray(mask).dtype == np.uint16
+        np.testing.assert_array_equal(mask, want)
+        assert (np.vectorize(lambda v: bin(v).count("1"))(want) > 1).any()  # ties are tested
+    g_hi, g_lo = (rng.normal(size=(2, ho, wo, c)).astype(np.float32) for _ in range(2))
+    dk = jax.jit(lambda *a: cpu_kernels.conv1_pool_select_grad(*a, pool))(x, (mask_hi, mask_lo), (g_hi, g_lo))
+    patches_w = patches.reshape(2, ho, ph, wo, pw, 9).transpose(0, 1, 3, 2, 4, 5).reshape(2, ho, wo, ph * pw, 9)
+    want = np.zeros((2, 9, c))
+    for mask, g in ((np.asarray(mask_hi), g_hi), (np.asarray(mask_lo), g_lo)):
+        sel = (mask[:, :, :, None, :] >> np.arange(ph * pw)[:, None]) & 1  # (n, h', w', q, c)
+        share = g / sel.sum(axis=3)  # split over the ties
+        want += np.einsum("nyxqc,nyxc,nyxqt->ntc", sel, share, patches_w)
+    np.testing.assert_allclose(np.asarray(dk).reshape(2, 9, c), want, rtol=1e-4, atol=1e-3)
+
+
+@needs_kernel
+def test_patch_moments_equal_numpy():
+    rng = np.random.default_rng(3)
+    x = _with_ties(rng, 3, 11, 29) - 40  # a large mean: the covariance must not lose it
+    mean, cov = jax.jit(cpu_kernels.patch_moments)(x)
+    p = _patches(x).reshape(3, -1, 9)
+    np.testing.assert_allclose(mean, p.mean(axis=1), rtol=1e-6, atol=1e-4)
+    centred = p - p.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(cov, np.einsum("nps,npt->nst", centred, centred) / p.shape[1], rtol=1e-5, atol=1e-3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("c", [16, 64])
+def test_conv3x3_filter_grad_equals_xla(c):
+    rng = np.random.default_rng(c)
+    x, g = (rng.normal(size=(2, 7, 13, c)).astype(np.float32) for _ in range(2))
+    kernel = np.zeros((3, 3, c, c), np.float32)
+    for e in range(2):  # per example
+        want = jax.vjp(lambda k: jax.lax.conv_general_dilated(x[e:e + 1], k, (1, 1), "SAME",
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                       kernel)[1](g[e:e + 1])[0]
+        np.testing.assert_allclose(cpu_kernels.conv3x3_filter_grad(x, g)[e], want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="channels"):
+        cpu_kernels.conv3x3_filter_grad(x[..., :5], g[..., :5])

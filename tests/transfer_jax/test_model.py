@@ -97,10 +97,22 @@ def _plain_flax():
     return sys.modules["plain_flax"]
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu_kernels", "xla"])
 @pytest.mark.parametrize("norm", ["train", "batch", "per_clip", "running"])
-def test_pool_first_tagger_equals_the_literal_layer_order(small_config, perturb, norm):
+def test_pool_first_tagger_equals_the_literal_layer_order(small_config, perturb, norm, kernels, monkeypatch):
+    """Values, gradients and batch statistics; on CPU both with the fused kernels (block 1
+    with batch statistics, the convolutions' kernel gradient) and all in XLA."""
+    from transfer_jax import cpu_kernels
+
+    if kernels and not cpu_kernels.available():
+        pytest.skip("transfer_jax._cpu_kernels not built")
+    if not kernels:
+        monkeypatch.setattr(cpu_kernels, "available", lambda: False)
     model, literal = Tagger(small_config, norm=norm), _plain_flax().PlainTagger(small_config, norm)
     v = perturb(model, seed=3)
+    # the same parameters as flax's nn.Conv layers create (old checkpoints load)
+    jax.tree.map(np.testing.assert_array_equal, init_variables(model, jax.random.key(5)),
+                 dict(jax.jit(literal.init)(jax.random.key(5), jnp.zeros((1, 96, 71)))))
     mel = jax.random.uniform(jax.random.key(2), (4, 96, 71), minval=-80.0, maxval=0.0)
     labels = (jax.random.uniform(jax.random.key(3), (4, 6)) < 0.3).astype(jnp.float32)
 
