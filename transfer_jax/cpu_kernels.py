@@ -1,4 +1,4 @@
-"""Block 1 of the tagger as fused CPU kernels, for extraction and training on CPU.
+"""The tagger's costliest CPU steps as C++ kernels (XLA FFI calls), for extraction and training.
 
 Block 1 (a 3x3 convolution of the one-channel log-mel, then per-channel BatchNorm, ELU and
 a max-pool) is the largest elementwise cost of the forward pass: its (n_mels, frames, 32)
@@ -12,16 +12,18 @@ forward 1.65-1.70x at batch >= 8 (benchmarks/bench_block1.py, docs/benchmarks.md
 For training (batch statistics, `fused_block1`), `conv1_pool_select` returns the
 windows' max and min with the positions attaining them, `conv1_pool_select_grad` the
 kernel's gradient from those positions, and `patch_moments` each example's 3x3 patch
-mean and covariance (the conv output's mean and variance follow for any kernel). These
-take a batch (n, h, w) and are batch-parallel under `jit` with a sharded batch
-(`custom_partitioning`: each device runs its own examples; `runtime.enable_compilation_cache`
-keeps such programs cacheable).
+mean and covariance (the conv output's mean and variance follow for any kernel);
+`conv3x3_filter_grad` is the other blocks' kernel gradient (`conv`), which XLA computes
+at a third of its forward convolution's speed. These take a batch and are batch-parallel
+under `jit` with a sharded batch (`custom_partitioning`: each device runs its own
+examples; `runtime.enable_compilation_cache` keeps such programs cacheable), and
+sequential under `vmap`.
 
-The kernel is built by `pip install` when a C++ compiler is present; `available()` says
-whether it was. Without it, with TRANSFER_JAX_CPU_KERNELS=0 in the environment, and on
+The kernels are built by `pip install` when a C++ compiler is present; `available()` says
+whether they were. Without them, with TRANSFER_JAX_CPU_KERNELS=0 in the environment, and on
 other backends (the choice is made per platform at lowering), the library computes the
-same in XLA. `jax.export` of code that uses it needs
-`DisabledSafetyCheck.custom_call("transfer_jax_conv1_pool_stats")` (or the kernel off).
+same in XLA. `jax.export` of code that uses them needs
+`DisabledSafetyCheck.custom_call(name)` for each `transfer_jax_*` target (or the kernels off).
 """
 from __future__ import annotations
 

@@ -64,12 +64,12 @@ def _db_max(waves: jax.Array, mask: jax.Array, cfg) -> jax.Array:
 
 
 def conv_output(model: Tagger, variables: dict, mel: jax.Array, k: int) -> jax.Array:
-    """conv_k's output (before its BatchNorm), (b, freq, time, channels), via flax's
-    `capture_intermediates`; under jit the layers after conv_k are dead code."""
-    _, state = model.apply(variables, mel, mutable=["intermediates"],
-                           capture_intermediates=lambda m, name: m.name == f"conv{k}"
-                           and name == "__call__")
-    return state["intermediates"][f"conv{k}"]["__call__"][0]
+    """conv_k's output (before its BatchNorm), (b, freq, time, channels), as the model
+    sows it (per-example or running norms); under jit the layers after conv_k are dead code."""
+    if model.norm not in ("running", "per_clip"):
+        raise ValueError(f"conv_output needs a per-example norm, got {model.norm!r}")
+    _, state = model.apply(variables, mel, mutable=["intermediates"])
+    return state["intermediates"][f"conv{k}_output"][0]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k"))

@@ -132,7 +132,9 @@ class Tagger(nn.Module):
             else:
                 # BatchNorm -> ELU -> max-pool, computed as pool(BatchNorm) -> ELU: the same
                 # values, as both maps are monotone per channel (`pooled_affine`)
-                x = bn(conv.conv3x3(x, kernel) + bias, pool)
+                y = conv.conv3x3(x, kernel) + bias
+                self.sow("intermediates", f"conv{i}_output", y)  # for dataset statistics
+                x = bn(y, pool)
             x = nn.elu(x)
             features.append(x.mean(axis=(1, 2)))
         logits = nn.Dense(cfg.n_classes, name="dense")(features[-1])
