@@ -125,9 +125,9 @@ def timed(fn, repeats: int, warmup: int = 1) -> float:
 
 
 @contextlib.contextmanager
-def block1_in_xla():
-    """The library with its CPU kernel switched off (block 1 in XLA's loops, as before the
-    kernel): jit caches are cleared on the way in and out so that each way is traced."""
+def kernels_off():
+    """The library with its CPU kernels switched off (all in XLA, as before the kernels):
+    jit caches are cleared on the way in and out so that each way is traced."""
     available = cpu_kernels.available
     cpu_kernels.available = lambda: False
     jax.clear_caches()
@@ -333,7 +333,7 @@ def section_forward(config: ModelConfig) -> None:
             lib = impls["JAX library (extraction.features_from_mel), running"]
             impls["JAX library, block 1 in XLA (no CPU kernel), running"] = lib
         for name, fn in impls.items():
-            with survive(f"forward {name} b={b}"), (block1_in_xla() if "no CPU kernel" in name
+            with survive(f"forward {name} b={b}"), (kernels_off() if "no CPU kernel" in name
                                                     else contextlib.nullcontext()):
                 record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
@@ -368,6 +368,8 @@ def train_batch(config: ModelConfig, b: int) -> None:
         ("JAX library train step (jit, Adam)", Tagger(config, norm="train"), all_devices),
         *(() if len(all_devices) == 1 else (
             ("JAX library train step on one of the devices", Tagger(config, norm="train"), one),)),
+        *(() if not cpu_kernels.available() or jax.default_backend() != "cpu" else (
+            ("JAX library train step, all in XLA (no CPU kernels)", Tagger(config, norm="train"), all_devices),)),
         *(() if ARGS.no_plain else (
             ("JAX train step, plain Flax layers (before)", plain_flax.PlainTagger(config, "train"), all_devices),)))
     for name, model, devices in jax_models:
@@ -381,7 +383,8 @@ def train_batch(config: ModelConfig, b: int) -> None:
             state["s"], metrics = step(state["s"], x, y)
             return metrics["loss"]
 
-        record("train", name, b, timed(jax_step, ARGS.repeats, warmup=ARGS.train_warmup))
+        with kernels_off() if "no CPU kernels" in name else contextlib.nullcontext():
+            record("train", name, b, timed(jax_step, ARGS.repeats, warmup=ARGS.train_warmup))
     v = paper_variables(Tagger(config, norm="running"))
     if "torch" in frameworks():
         tm, bt = torch_impl(config, v)
