@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -237,6 +238,19 @@ TJ_CLONES void Conv3x3FilterGrad(const float* x, const float* g, int64_t h, int6
   for (int64_t e = 0; e < 9 * CI * CO; ++e) dk[e] = static_cast<float>(total[e]);
 }
 
+// Calls f(std::integral_constant<int, C>) for C = c, one of the compiled channel counts
+// (cpu_kernels.CHANNELS; callers check `c` with SupportedChannels first).
+bool SupportedChannels(int64_t c) { return c == 16 || c == 32 || c == 64; }
+
+template <typename F>
+void WithChannels(int64_t c, F&& f) {
+  switch (c) {
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    default: f(std::integral_constant<int, 64>{});
+  }
+}
+
 bool AllFinite(const float* xs, int64_t n) {
   int bad = 0;  // an OR reduction, vectorised
   for (int64_t i = 0; i < n; ++i) bad |= !(std::fabs(xs[i]) <= std::numeric_limits<float>::max());
@@ -262,7 +276,7 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
     return ffi::Error::InvalidArgument("conv1_pool_stats: kernel must be (3, 3, 1, channels)");
   if (ph < 1 || pw < 1 || h < ph || w < pw)
     return ffi::Error::InvalidArgument("conv1_pool_stats: the pool window does not fit the input");
-  if (C != 16 && C != 32 && C != 64)  // cpu_kernels.CHANNELS; XLA's path serves the others
+  if (!SupportedChannels(C))  // cpu_kernels.CHANNELS; XLA's path serves the others
     return ffi::Error::InvalidArgument("conv1_pool_stats: channels must be 16, 32 or 64");
   const float* xs = x.typed_data();
   const float *k = kernel.typed_data(), *m = mean.typed_data();
@@ -276,11 +290,7 @@ ffi::Error Conv1PoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ker
   }
   const float* pad = Padded(xs, h, w);
   const bool v = want_var != 0;
-  switch (C) {
-    case 16: Block1<16>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    case 32: Block1<32>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); break;
-    default: Block1<64>(pad, h, w, k, m, ph, pw, v, hp, lp, sp);
-  }
+  WithChannels(C, [&](auto c) { Block1<c()>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); });
   return ffi::Error::Success();
 }
 
@@ -296,7 +306,7 @@ ffi::Error Conv1PoolSelectImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ke
     return ffi::Error::InvalidArgument("conv1_pool_select: kernel must be (3, 3, 1, channels)");
   if (ph < 1 || pw < 1 || ph * pw > 16 || h < ph || w < pw)
     return ffi::Error::InvalidArgument("conv1_pool_select: the pool window must fit the input and hold <= 16");
-  if (C != 16 && C != 32 && C != 64)
+  if (!SupportedChannels(C))
     return ffi::Error::InvalidArgument("conv1_pool_select: channels must be 16, 32 or 64");
   const int64_t per_out = (h / ph) * (w / pw) * C;
   for (int64_t e = 0; e < n; ++e) {
@@ -310,11 +320,7 @@ ffi::Error Conv1PoolSelectImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ke
       continue;
     }
     const float *p = Padded(xs, h, w), *k = kernel.typed_data(), *m = mean.typed_data();
-    switch (C) {
-      case 16: Block1Select<16>(p, h, w, k, m, ph, pw, hp, lp, bh, bl); break;
-      case 32: Block1Select<32>(p, h, w, k, m, ph, pw, hp, lp, bh, bl); break;
-      default: Block1Select<64>(p, h, w, k, m, ph, pw, hp, lp, bh, bl);
-    }
+    WithChannels(C, [&](auto c) { Block1Select<c()>(p, h, w, k, m, ph, pw, hp, lp, bh, bl); });
   }
   return ffi::Error::Success();
 }
@@ -329,7 +335,7 @@ ffi::Error Conv1PoolSelectGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U16
   const int64_t n = xd[0], h = xd[1], w = xd[2], C = md[3];
   if (ph < 1 || pw < 1 || ph * pw > 16 || md[0] != n || md[1] != h / ph || md[2] != w / pw)
     return ffi::Error::InvalidArgument("conv1_pool_select_grad: shapes do not match the pool window");
-  if (C != 16 && C != 32 && C != 64)
+  if (!SupportedChannels(C))
     return ffi::Error::InvalidArgument("conv1_pool_select_grad: channels must be 16, 32 or 64");
   const int64_t per_out = md[1] * md[2] * C;
   for (int64_t e = 0; e < n; ++e) {
@@ -337,11 +343,7 @@ ffi::Error Conv1PoolSelectGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U16
     const uint16_t *bh = mhi.typed_data() + e * per_out, *bl = mlo.typed_data() + e * per_out;
     const float *gh = ghi.typed_data() + e * per_out, *gl = glo.typed_data() + e * per_out;
     float* out = dk->typed_data() + e * 9 * C;
-    switch (C) {
-      case 16: Block1SelectGrad<16>(p, h, w, ph, pw, bh, bl, gh, gl, out); break;
-      case 32: Block1SelectGrad<32>(p, h, w, ph, pw, bh, bl, gh, gl, out); break;
-      default: Block1SelectGrad<64>(p, h, w, ph, pw, bh, bl, gh, gl, out);
-    }
+    WithChannels(C, [&](auto c) { Block1SelectGrad<c()>(p, h, w, ph, pw, bh, bl, gh, gl, out); });
   }
   return ffi::Error::Success();
 }
@@ -363,16 +365,12 @@ ffi::Error Conv3x3FilterGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
   if (xd.size() != 4 || gd.size() != 4 || xd[0] != gd[0] || xd[1] != gd[1] || xd[2] != gd[2])
     return ffi::Error::InvalidArgument("conv3x3_filter_grad: x (n, h, w, ci) and g (n, h, w, co) must match");
   const int64_t n = xd[0], h = xd[1], w = xd[2], ci = xd[3], co = gd[3];
-  if (ci != co || (ci != 16 && ci != 32 && ci != 64))
+  if (ci != co || !SupportedChannels(ci))
     return ffi::Error::InvalidArgument("conv3x3_filter_grad: channels must be 16, 32 or 64 in and out");
   for (int64_t e = 0; e < n; ++e) {
     const float *xe = x.typed_data() + e * h * w * ci, *ge = g.typed_data() + e * h * w * co;
     float* out = dk->typed_data() + e * 9 * ci * co;
-    switch (ci) {
-      case 16: Conv3x3FilterGrad<16, 16>(xe, ge, h, w, out); break;
-      case 32: Conv3x3FilterGrad<32, 32>(xe, ge, h, w, out); break;
-      default: Conv3x3FilterGrad<64, 64>(xe, ge, h, w, out);
-    }
+    WithChannels(ci, [&](auto c) { Conv3x3FilterGrad<c(), c()>(xe, ge, h, w, out); });
   }
   return ffi::Error::Success();
 }
