@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from transfer_jax import cpu_kernels
+from transfer_jax import conv, cpu_kernels
 from transfer_jax.model import Tagger, check_pool_fits
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
@@ -91,8 +91,7 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     if c_in == 1:
         p = jnp.pad(x[..., 0], 1)
         return sum(p[i:i + h, j:j + w, None] * kernel[i, j, 0] for i in range(3) for j in range(3))
-    return jax.lax.conv_general_dilated(x[None], kernel, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    return conv.lax_conv3x3(x[None], kernel)[0]
 
 
 def _conv_mean(x: jax.Array, kernel: jax.Array, y: jax.Array) -> jax.Array:
