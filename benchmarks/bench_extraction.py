@@ -363,10 +363,12 @@ def section_train(config: ModelConfig) -> None:
 def train_batch(config: ModelConfig, b: int) -> None:
     mel, _ = test_mels(b, config, seed=1)
     labels = (np.random.default_rng(0).random((b, config.n_classes)) < 0.1).astype(np.float32)
-    all_devices, one = jax.devices(), jax.devices()[:1]
+    # data parallel over as many devices as divide the batch (a batch of 1 on one)
+    all_devices = jax.devices()[: runtime.cpu_device_count(len(jax.devices()), divides=b)]
+    one = jax.devices()[:1]
     jax_models = () if ARGS.child else (
         ("JAX library train step (jit, Adam)", Tagger(config, norm="train"), all_devices),
-        *(() if len(all_devices) == 1 else (
+        *(() if len(jax.devices()) == 1 else (
             ("JAX library train step on one of the devices", Tagger(config, norm="train"), one),)),
         *(() if not cpu_kernels.available() or jax.default_backend() != "cpu" else (
             ("JAX library train step, all in XLA (no CPU kernels)", Tagger(config, norm="train"), all_devices),)),
