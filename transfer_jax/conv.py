@@ -3,10 +3,10 @@ gradient on CPU.
 
 Forward and input gradient are XLA's. The kernel gradient, XLA's backward-filter
 convolution, runs at about a third of the forward's speed on CPU and was 41 % of a
-paper-size train step (docs/benchmarks.md); on CPU, for c -> c channels with c in
-`cpu_kernels.CHANNELS`, it is `cpu_kernels.conv3x3_filter_grad` (2-3x faster, per example
-and batch-parallel under a sharded `jit`). Elsewhere, and for other shapes, everything is
-XLA's. Same values to float32 rounding.
+paper-size train step once block 1 was fused (docs/benchmarks.md); on CPU, for c -> c
+channels with c in `cpu_kernels.CHANNELS`, it is `cpu_kernels.conv3x3_filter_grad` (2-3x
+faster, per example and batch-parallel under a sharded `jit`). Elsewhere, and for other
+shapes, everything is XLA's. Same values to float32 rounding.
 """
 from __future__ import annotations
 
