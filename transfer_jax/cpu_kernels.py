@@ -108,15 +108,19 @@ def conv1_pool_select(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tu
 
 
 def conv1_pool_select_grad(x: jax.Array, masks: tuple[jax.Array, jax.Array],
-                           cotangents: tuple[jax.Array, jax.Array], pool: tuple[int, int]) -> jax.Array:
-    """Per-example gradient of sum(g_hi * hi + g_lo * lo) w.r.t. the kernel, with hi and
-    lo from `conv1_pool_select` (the mean held fixed), (n, 3, 3, 1, c): each window's
-    cotangent, split evenly over its tied positions, times the 3x3 patch there.
-    x: (n, h, w); masks and cotangents: (n, h // ph, w // pw, c)."""
+                           cotangents: tuple[jax.Array, jax.Array], pool: tuple[int, int],
+                           centre: jax.Array | None = None) -> jax.Array:
+    """Per-example sum over windows of each window's cotangent, split evenly over its tied
+    positions, times (the 3x3 patch there - `centre`), (n, 3, 3, 1, c): with centre 0 the
+    gradient of sum(g_hi * hi + g_lo * lo) w.r.t. the kernel, with hi and lo from
+    `conv1_pool_select` (the mean held fixed); with the batch's patch mean as the centre,
+    the same minus centre x sum(g), without the cancellation of large terms (`fused_block1`).
+    x: (n, h, w); masks and cotangents: (n, h // ph, w // pw, c); centre: (9,) or (3, 3)."""
     n, c = x.shape[0], masks[0].shape[-1]
     _check(c, pool)
+    centre = jnp.zeros(9, jnp.float32) if centre is None else jnp.asarray(centre, jnp.float32).reshape(9)
     dk = _select_grad_call(int(pool[0]), int(pool[1]))(x.astype(jnp.float32), *masks,
-                                                       *(g.astype(jnp.float32) for g in cotangents))
+                                                       *(g.astype(jnp.float32) for g in cotangents), centre)
     return dk.reshape(n, 3, 3, 1, c)
 
 
@@ -201,12 +205,13 @@ def _select_call(ph: int, pw: int) -> Callable:
 
 @functools.cache
 def _select_grad_call(ph: int, pw: int) -> Callable:
-    def call(x, mhi, mlo, ghi, glo):
+    def call(x, mhi, mlo, ghi, glo, centre):
         n, c = x.shape[0], mhi.shape[-1]
         return jax.ffi.ffi_call("transfer_jax_conv1_pool_select_grad", _result((n, 9, c)))(
-            x, mhi, mlo, ghi, glo, ph=ph, pw=pw)
+            x, mhi, mlo, ghi, glo, centre, ph=ph, pw=pw)
 
-    return _batch_parallel(call, (True,) * 5, "n h w, n y x c, n y x c, n y x c, n y x c -> n t c",
+    return _batch_parallel(call, (True,) * 5 + (False,),
+                           "n h w, n y x c, n y x c, n y x c, n y x c, t -> n t c",
                            ("h", "w", "y", "x", "c", "t"))
 
 

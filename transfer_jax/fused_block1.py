@@ -105,9 +105,10 @@ def _fused_bwd(pool, res, cotangents):
     c = k.shape[1]
     g_hi, g_lo, g_mean, g_var = (jnp.zeros(s, jnp.float32) if isinstance(g, SymbolicZero) else g
                                  for g, s in zip(cotangents, (mask_hi.shape, mask_hi.shape, (c,), (c,))))
-    dk = cpu_kernels.conv1_pool_select_grad(x, (mask_hi, mask_lo), (g_hi, g_lo), pool).sum(axis=0)
-    g_d = g_hi.sum(axis=(0, 1, 2)) + g_lo.sum(axis=(0, 1, 2))  # every d carries -mean = -mu . k
-    dk = dk.reshape(9, c) + jnp.outer(mu, g_mean - g_d) + 2 * (cov @ k) * g_var
+    # d hi / dk = (patch at the max) - mu, as every d carries -mean = -mu . k: summed with
+    # the patches centred in the kernel (uncentred, two large sums would cancel)
+    dk = cpu_kernels.conv1_pool_select_grad(x, (mask_hi, mask_lo), (g_hi, g_lo), pool, mu).sum(axis=0)
+    dk = dk.reshape(9, c) + jnp.outer(mu, g_mean) + 2 * (cov @ k) * g_var
     return None, dk.reshape(3, 3, 1, c)
 
 

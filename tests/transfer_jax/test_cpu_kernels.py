@@ -162,6 +162,12 @@ def test_conv1_pool_select_and_its_gradient_equal_numpy(h, w, c, pool):
         share = g / sel.sum(axis=3)  # split over the ties
         want += np.einsum("nyxqc,nyxc,nyxqt->ntc", sel, share, patches_w)
     np.testing.assert_allclose(np.asarray(dk).reshape(2, 9, c), want, rtol=1e-4, atol=1e-3)
+    # centred patches: the same minus centre x (each example's) sum of the cotangents
+    centre = rng.normal(size=9).astype(np.float32) * 40
+    dk_c = cpu_kernels.conv1_pool_select_grad(x, (mask_hi, mask_lo), (g_hi, g_lo), pool, centre)
+    g_sum = (g_hi.sum(axis=(1, 2)) + g_lo.sum(axis=(1, 2)))[:, None, :]  # (n, 1, c)
+    np.testing.assert_allclose(np.asarray(dk_c).reshape(2, 9, c), want - centre[None, :, None] * g_sum,
+                               rtol=1e-4, atol=1e-3)
 
 
 @needs_kernel

@@ -126,11 +126,13 @@ TJ_CLONES void Block1Select(const float* p, int64_t h, int64_t w, const float* k
 }
 
 // The kernel's gradient from one example: dk[t][c] = sum over windows of g_hi[c] / (ties)
-// x the patch (tap t) at each position in the max's mask, and the same for the min.
+// x (the patch's tap t - centre[t]) at each position in the max's mask, and the same for
+// the min. Centred by the batch's patch mean, the sum has no large terms that cancel
+// (log-mels sit around -40 dB: uncentred, float32 lost the gradient to rounding).
 template <int C>
 TJ_CLONES void Block1SelectGrad(const float* p, int64_t h, int64_t w, int64_t ph, int64_t pw,
                                 const uint16_t* mhi, const uint16_t* mlo, const float* ghi,
-                                const float* glo, float* dk) {
+                                const float* glo, const float* centre, float* dk) {
   const int64_t wp = w + 2, ho = h / ph, wo = w / pw;
   double total[9][C] = {};
   for (int64_t ro = 0; ro < ho; ++ro) {
@@ -153,7 +155,7 @@ TJ_CLONES void Block1SelectGrad(const float* p, int64_t h, int64_t w, int64_t ph
           const float* x = p + (ro * ph + a) * wp + co * pw + b;
           for (int i = 0; i < 3; ++i)
             for (int j = 0; j < 3; ++j) {
-              const float v = x[i * wp + j];
+              const float v = x[i * wp + j] - centre[i * 3 + j];
               for (int c = 0; c < C; ++c) acc[i * 3 + j][c] += v * g[c];
             }
         }
@@ -327,8 +329,8 @@ ffi::Error Conv1PoolSelectImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> ke
 
 ffi::Error Conv1PoolSelectGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U16> mhi,
                                    ffi::Buffer<ffi::U16> mlo, ffi::Buffer<ffi::F32> ghi,
-                                   ffi::Buffer<ffi::F32> glo, ffi::ResultBuffer<ffi::F32> dk,
-                                   int64_t ph, int64_t pw) {
+                                   ffi::Buffer<ffi::F32> glo, ffi::Buffer<ffi::F32> centre,
+                                   ffi::ResultBuffer<ffi::F32> dk, int64_t ph, int64_t pw) {
   const auto xd = x.dimensions(), md = mhi.dimensions();
   if (xd.size() != 3 || md.size() != 4)
     return ffi::Error::InvalidArgument("conv1_pool_select_grad: x must be (n, h, w), the masks (n, h', w', c)");
@@ -337,13 +339,16 @@ ffi::Error Conv1PoolSelectGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U16
     return ffi::Error::InvalidArgument("conv1_pool_select_grad: shapes do not match the pool window");
   if (!SupportedChannels(C))
     return ffi::Error::InvalidArgument("conv1_pool_select_grad: channels must be 16, 32 or 64");
+  if (centre.element_count() != 9)
+    return ffi::Error::InvalidArgument("conv1_pool_select_grad: the centre must hold 9 taps");
   const int64_t per_out = md[1] * md[2] * C;
   for (int64_t e = 0; e < n; ++e) {
     const float* p = Padded(x.typed_data() + e * h * w, h, w);
     const uint16_t *bh = mhi.typed_data() + e * per_out, *bl = mlo.typed_data() + e * per_out;
     const float *gh = ghi.typed_data() + e * per_out, *gl = glo.typed_data() + e * per_out;
     float* out = dk->typed_data() + e * 9 * C;
-    WithChannels(C, [&](auto c) { Block1SelectGrad<c()>(p, h, w, ph, pw, bh, bl, gh, gl, out); });
+    const float* ctr = centre.typed_data();
+    WithChannels(C, [&](auto c) { Block1SelectGrad<c()>(p, h, w, ph, pw, bh, bl, gh, gl, ctr, out); });
   }
   return ffi::Error::Success();
 }
@@ -408,6 +413,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolSelectGrad, Conv1PoolSelectGradImpl,
                                   .Arg<ffi::Buffer<ffi::U16>>()  // the min's
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d loss / d hi
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d loss / d lo
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // the patches' centre (9,)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d loss / d kernel per example (n, 9, C)
                                   .Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw"));
