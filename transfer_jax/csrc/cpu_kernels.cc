@@ -96,6 +96,9 @@ TJ_CLONES void Block1Select(const float* p, int64_t h, int64_t w, const float* k
       for (int c = 0; c < C; ++c) mx[c] = -FLT_MAX, mn[c] = FLT_MAX;
       for (int64_t a = 0; a < ph; ++a)
         for (int64_t b = 0; b < pw; ++b) {
+          // Block1's conv lambda, written out: a shared struct holding kk and m measured
+          // 1.3-1.6x slower here (GCC kept them in memory); dq then d, as d[q] directly
+          // was not vectorised
           float dq[C];
           const float* q = p + (ro * ph + a) * wp + co * pw + b;
           for (int c = 0; c < C; ++c) dq[c] = -m[c];
