@@ -12,6 +12,7 @@ as the library's scripts set it (`runtime.use_cpu_cores`: single-threaded device
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -24,6 +25,16 @@ import numpy as np  # noqa: E402
 
 from transfer_jax import cpu_kernels, inference  # noqa: E402
 from transfer_jax.config import ModelConfig  # noqa: E402
+
+
+@contextlib.contextmanager
+def kernels_off():
+    """`cpu_kernels.available()` False inside: what is traced here takes XLA's way."""
+    available, cpu_kernels.available = cpu_kernels.available, lambda: False
+    try:
+        yield
+    finally:
+        cpu_kernels.available = available
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -57,12 +68,9 @@ def main() -> None:
     for stats, m, v in (("running", mean, var), ("per-clip", None, None)):
         fused = jax.jit(lambda x, k, m=m, v=v: inference._window_stats(x, k, m, v, pool))
         want = fused(x, kernel)
-        available, cpu_kernels.available = cpu_kernels.available, lambda: False
-        try:  # traced (and compiled) with the kernel off; later calls reuse that
+        with kernels_off():  # traced (and compiled) with the kernel off; later calls reuse that
             in_xla = jax.jit(lambda x, k, m=m, v=v: inference._window_stats(x, k, m, v, pool))
             got = in_xla(x, kernel)
-        finally:
-            cpu_kernels.available = available
         t = interleaved({"kernel": lambda: fused(x, kernel), "xla": lambda: in_xla(x, kernel)}, args.repeats)
         diff = max(float(jnp.abs(a - b).max() / jnp.abs(b).max()) for a, b in zip(got, want))
         print(f"{stats:9s} kernel {t['kernel'] * 1e3:6.2f} ms   XLA {t['xla'] * 1e3:6.2f} ms   "

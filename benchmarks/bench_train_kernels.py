@@ -12,7 +12,6 @@ step (Adam). JAX set up as the library's scripts set it (`runtime.use_cpu_cores`
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 from transfer_jax import runtime
 
@@ -21,20 +20,11 @@ runtime.tune_malloc()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_block1 import interleaved  # noqa: E402
+from bench_block1 import interleaved, kernels_off  # noqa: E402
 
 from transfer_jax import conv, cpu_kernels, fused_block1, train  # noqa: E402
 from transfer_jax.config import ModelConfig  # noqa: E402
 from transfer_jax.model import Tagger  # noqa: E402
-
-
-@contextlib.contextmanager
-def kernels_off():
-    available, cpu_kernels.available = cpu_kernels.available, lambda: False
-    try:
-        yield
-    finally:
-        cpu_kernels.available = available
 
 
 def both_ways(make, *args):

@@ -65,8 +65,7 @@ def conv1_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tup
     (h, w) map, (c,) (zeros unless `want_var`); all NaN if x holds a NaN or an infinity.
     CPU only; `available()` must be True.
     """
-    if not available():
-        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    _require_built()
     (h, w), (ph, pw), c = x.shape, pool, mean.shape[-1]
     if c not in CHANNELS:
         raise ValueError(f"conv1_pool_stats: {c} channels; the kernel is built for {CHANNELS}")
@@ -128,14 +127,17 @@ def patch_moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Each example's 3x3 patch mean (n, 9) and covariance (n, 9, 9) over the (h, w)
     positions of a 'same' zero-padded convolution, taps in (row, column) order: the conv
     output y = patch . k has mean mean . k and variance k' cov k. x: (n, h, w)."""
-    if not available():
-        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    _require_built()
     return _moments_call()(x.astype(jnp.float32))
 
 
-def _check(c: int, pool: tuple[int, int]) -> None:
+def _require_built() -> None:
     if not available():
         raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+
+
+def _check(c: int, pool: tuple[int, int]) -> None:
+    _require_built()
     if c not in CHANNELS:
         raise ValueError(f"{c} channels; the kernel is built for {CHANNELS}")
     if pool[0] * pool[1] > MAX_WINDOW:
@@ -228,8 +230,7 @@ def conv3x3_filter_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """Per-example kernel gradient of a 'same' 3x3 convolution (stride 1, no dilation),
     NHWC: x (n, h, w, c), g = d loss / d output (n, h, w, c), c in `CHANNELS` in and out
     -> (n, 3, 3, c, c) (HWIO per example; their sum is the batch's)."""
-    if not available():
-        raise RuntimeError("transfer_jax._cpu_kernels is not built (reinstall with a C++ compiler)")
+    _require_built()
     if x.shape[-1] != g.shape[-1] or x.shape[-1] not in CHANNELS:
         raise ValueError(f"conv3x3_filter_grad: {x.shape[-1]} -> {g.shape[-1]} channels; built for {CHANNELS} -> same")
     return _filter_grad_call()(x.astype(jnp.float32), g.astype(jnp.float32))

@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from transfer_jax import conv, cpu_kernels
-from transfer_jax.model import Tagger, check_pool_fits
+from transfer_jax.model import Tagger, affine_of_extremes, check_pool_fits
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
 
@@ -121,7 +121,7 @@ def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
             mean, var = None, None
         hi, lo, var = _window_stats(x, conv["kernel"], mean, var, (ph, pw))
         a = jax.lax.rsqrt(var + cfg.bn_epsilon) * bn["scale"]
-        x = jax.nn.elu(jnp.where(a >= 0, hi, lo) * a + bn["bias"])
+        x = jax.nn.elu(affine_of_extremes(hi, lo, a, bn["bias"]))
         feats.append(x.mean(axis=(0, 1)))
     return jnp.stack(feats)
 

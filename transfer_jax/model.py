@@ -75,8 +75,7 @@ class ModeBatchNorm(nn.Module):
             ra_var.value = m * ra_var.value + (1 - m) * var.reshape(c)
         a = jax.lax.rsqrt(var + self.epsilon) * scale
         if window_stats is not None:
-            hi, lo = window_stats[:2]
-            return jnp.where(a >= 0, hi, lo) * a + bias
+            return affine_of_extremes(*window_stats[:2], a, bias)
         if pool is None:
             return (x - mean) * a + bias
         return pooled_affine(x - mean, a, bias, pool)
@@ -88,7 +87,12 @@ def pooled_affine(d: jax.Array, a: jax.Array, b: jax.Array, window: tuple[int, i
     each channel) and, away from ties, the same gradients, with the affine map and what
     follows it (ELU, which is increasing, commutes with the pool too) on the pooled map,
     8 to 20x smaller. d: (batch, h, w, c); a, b broadcast against it."""
-    hi, lo = max_pool(d, window), -max_pool(-d, window)
+    return affine_of_extremes(max_pool(d, window), -max_pool(-d, window), a, b)
+
+
+def affine_of_extremes(hi: jax.Array, lo: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """max over a window of a * d + b, from the window's max `hi` and min `lo` of d: the
+    max where a >= 0, the min where a < 0 (per channel)."""
     return jnp.where(a >= 0, hi, lo) * a + b
 
 

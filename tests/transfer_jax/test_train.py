@@ -98,4 +98,3 @@ def test_epoch_order_is_deterministic_and_drops_the_remainder():
     assert a.shape == (4, 16) and len(np.unique(a)) == 64
     np.testing.assert_array_equal(a, epoch_order(70, 16, seed=3, epoch=2))
     assert not np.array_equal(a, epoch_order(70, 16, seed=3, epoch=3))
-
