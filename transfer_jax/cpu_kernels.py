@@ -1,13 +1,15 @@
 """The tagger's costliest CPU steps as C++ kernels (XLA FFI calls), for extraction and training.
 
-Block 1 (a 3x3 convolution of the one-channel log-mel, then per-channel BatchNorm, ELU and
-a max-pool) is the largest elementwise cost of the forward pass: its (n_mels, frames, 32)
-output is 16.7 MB per clip. `inference.clip_features` needs only each pool window's max
-and min of the centred conv output and, for per-clip statistics, its sum of squares;
-`conv1_pool_stats` computes exactly those in one pass with the conv output held in
-registers (transfer_jax/csrc/cpu_kernels.cc, an XLA FFI call, so it runs inside jit and
-on every CPU device). Block 1 alone 1.6-2.1x XLA's fused loops on one core, the whole
-forward 1.65-1.70x at batch >= 8 (benchmarks/bench_block1.py, docs/benchmarks.md).
+For extraction (`inference.clip_features`), each block (a 3x3 convolution, then
+per-channel BatchNorm, ELU and a max-pool) needs only each pool window's max and min of
+the centred conv output and, for per-clip statistics, its sum of squares;
+`conv_pool_stats` computes exactly those in one pass, so the conv output never exists in
+memory (block 1's is 16.7 MB per clip): block 1 (one input channel) as a direct
+convolution with the output in registers, blocks 2-5 by Winograd's F(2x2, 3x3) (2.25x
+fewer multiply-adds than a direct convolution; block 2 is ~75 % of the forward pass's
+FLOPs) through a two-row buffer (transfer_jax/csrc/cpu_kernels.cc, an XLA FFI call, so
+it runs inside jit and on every CPU device). Measured per block and for the whole
+forward in docs/benchmarks.md (benchmarks/bench_block1.py).
 
 For training (batch statistics, `fused_block1`), `conv1_pool_select` returns the
 windows' max and min with the positions attaining them, `conv1_pool_select_grad` the
@@ -56,22 +58,25 @@ def available() -> bool:
     return True
 
 
-def conv1_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tuple[int, int],
-                     want_var: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Pool-window statistics of d = conv3x3(x, kernel) - mean ('same', zero padded).
+def conv_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tuple[int, int],
+                    want_var: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Pool-window statistics of d = conv3x3(x, kernel) - mean ('same', zero padded), one example.
 
-    x: (h, w) float32; kernel: (3, 3, 1, c), c in `CHANNELS`; mean: (c,). Returns the max and the min of d
-    over each (ph, pw) window, (h // ph, w // pw, c), and the sum of d**2 over the whole
-    (h, w) map, (c,) (zeros unless `want_var`); all NaN if x holds a NaN or an infinity.
-    CPU only; `available()` must be True.
+    x: (h, w, c_in) float32; kernel: (3, 3, c_in, c), c in `CHANNELS` and c_in 1 or c;
+    mean: (c,). Returns the max and the min of d over each (ph, pw) window, (h // ph,
+    w // pw, c), and the sum of d**2 over the whole (h, w) map, (c,) (zeros unless
+    `want_var`); all NaN if x holds a NaN or an infinity. One input channel (block 1):
+    a direct convolution; c_in = c (blocks 2-5): Winograd's F(2x2, 3x3). CPU only;
+    `available()` must be True.
     """
     _require_built()
-    (h, w), (ph, pw), c = x.shape, pool, mean.shape[-1]
-    if c not in CHANNELS:
-        raise ValueError(f"conv1_pool_stats: {c} channels; the kernel is built for {CHANNELS}")
+    (h, w, c_in), (ph, pw), c = x.shape, pool, mean.shape[-1]
+    if c not in CHANNELS or c_in not in (1, c) or kernel.shape != (3, 3, c_in, c):
+        raise ValueError(f"conv_pool_stats: {c_in} -> {c} channels; the kernel is built for 1 or c -> c, "
+                         f"c in {CHANNELS}")
     f32 = jnp.float32
     out = (jax.ShapeDtypeStruct((h // ph, w // pw, c), f32),) * 2 + (jax.ShapeDtypeStruct((c,), f32),)
-    call = jax.ffi.ffi_call("transfer_jax_conv1_pool_stats", out, vmap_method="sequential")
+    call = jax.ffi.ffi_call("transfer_jax_conv_pool_stats", out, vmap_method="sequential")
     outs = call(x.astype(f32), kernel.astype(f32), mean.astype(f32), ph=int(ph), pw=int(pw),
                 want_var=int(want_var))
     return tuple(_varying_like(o, x) for o in outs)

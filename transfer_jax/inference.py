@@ -9,11 +9,12 @@ the module and against the published weights). Two rearrangements make it 2-3x f
   The statistics still come from the full-resolution conv output, but the affine map
   and ELU run on the pooled map (8 to 20x smaller), and XLA fuses the max, min and
   sum-of-squares of each pooling window into one pass over the conv output.
-- Block 1 (one input channel): its (n_mels, frames, 32) conv output is never written to
-  memory. On CPU one fused kernel (`cpu_kernels`, when built) computes each window's max
-  and min and the sum of squares with the output in registers (1.6-2.1x XLA's loops);
-  elsewhere the convolution is 9 shifted multiply-adds that XLA fuses into the
-  reductions consuming them. Its mean comes from the input by linearity.
+- No conv output is written to memory on CPU: one fused kernel per block
+  (`cpu_kernels.conv_pool_stats`, when built) computes each window's max and min and the
+  sum of squares as the convolution produces them (block 1 directly, with the output in
+  registers; blocks 2-5 by Winograd's F(2x2, 3x3)). Elsewhere block 1's convolution is 9
+  shifted multiply-adds that XLA fuses into the reductions consuming them. The
+  per-clip mean comes from the input by linearity.
 
 `map_examples` runs a per-example function over a batch: `lax.map` in chunks of
 `micro_batch` on CPU, where one example's activations stay in cache (vmap makes XLA
@@ -94,15 +95,18 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return conv.lax_conv3x3(x[None], kernel)[0]
 
 
-def _conv_mean(x: jax.Array, kernel: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-channel mean of y = conv3x3(x, kernel), (c_out,); from the 9 shifted inputs'
-    means when x has one channel (so y itself need not be materialised)."""
-    h, w, c_in = x.shape
-    if c_in != 1:
-        return y.mean(axis=(0, 1))
-    p = jnp.pad(x[..., 0], 1)
-    shifted = jnp.stack([p[i:i + h, j:j + w].mean() for i in range(3) for j in range(3)])
-    return shifted @ kernel.reshape(9, -1)
+def _conv_mean(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Per-channel mean of conv3x3(x, kernel), (c_out,), from the input by linearity, so
+    the output itself need not be materialised: tap (i, j) of the zero-padded 'same'
+    convolution sees all of x but the last / first row (i = 0 / 2) and column (j = 0 / 2)."""
+    h, w, _ = x.shape
+    total, zero = x.sum(axis=(0, 1)), jnp.zeros(x.shape[-1], x.dtype)
+    row_out = jnp.stack([x[-1].sum(axis=0), zero, x[0].sum(axis=0)])  # (3, c_in): the row tap i misses
+    col_out = jnp.stack([x[:, -1].sum(axis=0), zero, x[:, 0].sum(axis=0)])
+    corner = jnp.stack([jnp.stack([x[-1, -1], zero, x[-1, 0]]), jnp.zeros((3,) + zero.shape, x.dtype),
+                        jnp.stack([x[0, -1], zero, x[0, 0]])])  # (3, 3, c_in): missed twice, added back
+    taps = total - row_out[:, None] - col_out[None, :] + corner  # (3, 3, c_in)
+    return jnp.einsum("ijc,ijcd->d", taps, kernel) / (h * w)
 
 
 def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
@@ -130,13 +134,14 @@ def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: 
                   pool: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Max and min of d = conv3x3(x, kernel) - mean over each pool window, (h // ph,
     w // pw, c), and d's biased variance over the full (h, w) map, (c,), as BatchNorm's.
-    `mean` / `var` None: the conv output's own. A one-channel float32 input on CPU goes
-    through the fused kernel (`cpu_kernels`) when it is built and compiled for this many
-    output channels; same numbers either way."""
+    `mean` / `var` None: the conv output's own. A float32 block on CPU goes through the
+    fused kernel (`cpu_kernels.conv_pool_stats`) when it is built and compiled for its
+    channels; same numbers either way."""
+    mean = _conv_mean(x, kernel) if mean is None else mean
+
     def in_xla():
         (h, w), (ph, pw) = x.shape[:2], pool
-        y = conv3x3(x, kernel)
-        d = y - (_conv_mean(x, kernel, y) if mean is None else mean)
+        d = conv3x3(x, kernel) - mean
         windows = d[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, -1)
         v = var
         if v is None:  # biased variance over the full map, as BatchNorm
@@ -146,13 +151,13 @@ def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: 
                 v = jnp.square(d).mean(axis=(0, 1))
         return windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), v
 
-    if (x.shape[-1] != 1 or x.dtype != jnp.float32 or kernel.shape[-1] not in cpu_kernels.CHANNELS
+    c_in, c = kernel.shape[2:]
+    if (x.dtype != jnp.float32 or c not in cpu_kernels.CHANNELS or c_in not in (1, c)
             or not cpu_kernels.available()):
         return in_xla()
 
     def fused():
-        m = _conv_mean(x, kernel, None) if mean is None else mean
-        hi, lo, sumsq = cpu_kernels.conv1_pool_stats(x[..., 0], kernel, m, pool, want_var=var is None)
+        hi, lo, sumsq = cpu_kernels.conv_pool_stats(x, kernel, mean, pool, want_var=var is None)
         return hi, lo, sumsq / (x.shape[0] * x.shape[1]) if var is None else var
 
     return jax.lax.platform_dependent(cpu=fused, default=in_xla)

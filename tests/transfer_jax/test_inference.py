@@ -15,7 +15,8 @@ from transfer_jax.model import Tagger, init_variables, max_pool
 @pytest.mark.parametrize("norm", ["per_clip", "running"])
 @pytest.mark.parametrize("n_samples", [18_176, 16_384])  # 71 frames (pools leave remainders), 64 (exact)
 def test_clip_features_equal_the_module(small_config, perturb, norm, n_samples, fused, monkeypatch):
-    """Both ways of computing block 1 on CPU: the fused kernel and XLA's loops."""
+    """Both ways of computing the blocks on CPU: the fused kernels (block 1 direct, blocks 2-5
+    by Winograd) and XLA's loops."""
     if fused and not cpu_kernels.available():
         pytest.skip("transfer_jax._cpu_kernels not built")
     if not fused:
