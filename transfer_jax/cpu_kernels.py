@@ -2,14 +2,16 @@
 
 For extraction (`inference.clip_features`), each block (a 3x3 convolution, then
 per-channel BatchNorm, ELU and a max-pool) needs only each pool window's max and min of
-the centred conv output and, for per-clip statistics, its sum of squares;
-`conv_pool_stats` computes exactly those in one pass, so the conv output never exists in
-memory (block 1's is 16.7 MB per clip): block 1 (one input channel) as a direct
-convolution with the output in registers, blocks 2-5 by Winograd's F(2x2, 3x3) (2.25x
-fewer multiply-adds than a direct convolution; block 2 is ~75 % of the forward pass's
-FLOPs) through a two-row buffer (transfer_jax/csrc/cpu_kernels.cc, an XLA FFI call, so
-it runs inside jit and on every CPU device). Measured per block and for the whole
-forward in docs/benchmarks.md (benchmarks/bench_block1.py).
+the centred conv output and, for per-clip statistics, its sum of squares (BatchNorm and
+ELU commute with the pool, `model.pooled_affine`). `conv_block` computes those in one
+pass, so the conv output never exists in memory (block 1's would be 16.7 MB per clip),
+then BatchNorm, ELU and the layer's feature on the pooled map: block 1 (one input
+channel) as a direct convolution with the output in registers, blocks 2-5 by Winograd's
+F(2x2, 3x3) (2.25x fewer multiply-adds than a direct convolution; block 2 is ~75 % of
+the forward pass's FLOPs) through a two-row buffer. One XLA FFI call per block
+(transfer_jax/csrc/cpu_kernels.cc), so it runs inside jit and on every CPU device.
+Measured per block and for the whole forward in docs/benchmarks.md
+(benchmarks/bench_block1.py).
 
 For training (batch statistics, `fused_block1`), `conv1_pool_select` returns the
 windows' max and min with the positions attaining them, `conv1_pool_select_grad` the
@@ -36,6 +38,7 @@ from collections.abc import Callable
 import jax
 import jax.custom_batching
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -58,27 +61,30 @@ def available() -> bool:
     return True
 
 
-def conv_pool_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array, pool: tuple[int, int],
-                    want_var: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Pool-window statistics of d = conv3x3(x, kernel) - mean ('same', zero padded), one example.
+def conv_block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | None, scale: jax.Array,
+               bias: jax.Array, eps: float, pool: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """One block of the extraction for one example, in one call: 'same' 3x3 convolution
+    (zero padded, no bias), BatchNorm with the given statistics, ELU, max-pool.
 
     x: (h, w, c_in) float32; kernel: (3, 3, c_in, c), c in `CHANNELS` and c_in 1 or c;
-    mean: (c,). Returns the max and the min of d over each (ph, pw) window, (h // ph,
-    w // pw, c), and the sum of d**2 over the whole (h, w) map, (c,) (zeros unless
-    `want_var`); all NaN if x holds a NaN or an infinity. One input channel (block 1):
-    a direct convolution; c_in = c (blocks 2-5): Winograd's F(2x2, 3x3). CPU only;
-    `available()` must be True.
+    mean: (c,), the conv output's; var: (c,), or None for the conv output's own biased
+    variance over (h, w); scale, bias: BatchNorm's (c,). Returns the block's output
+    elu(scale * (y - mean) / sqrt(var + eps) + bias) max-pooled by (ph, pw), (h // ph,
+    w // pw, c), and its mean over the map, (c,); all NaN if x holds a NaN or an infinity.
+    One input channel (block 1): a direct convolution; c_in = c (blocks 2-5): Winograd's
+    F(2x2, 3x3). CPU only; `available()` must be True.
     """
     _require_built()
     (h, w, c_in), (ph, pw), c = x.shape, pool, mean.shape[-1]
     if c not in CHANNELS or c_in not in (1, c) or kernel.shape != (3, 3, c_in, c):
-        raise ValueError(f"conv_pool_stats: {c_in} -> {c} channels; the kernel is built for 1 or c -> c, "
+        raise ValueError(f"conv_block: {c_in} -> {c} channels; the kernel is built for 1 or c -> c, "
                          f"c in {CHANNELS}")
     f32 = jnp.float32
-    out = (jax.ShapeDtypeStruct((h // ph, w // pw, c), f32),) * 2 + (jax.ShapeDtypeStruct((c,), f32),)
-    call = jax.ffi.ffi_call("transfer_jax_conv_pool_stats", out, vmap_method="sequential")
-    outs = call(x.astype(f32), kernel.astype(f32), mean.astype(f32), ph=int(ph), pw=int(pw),
-                want_var=int(want_var))
+    out = (jax.ShapeDtypeStruct((h // ph, w // pw, c), f32), jax.ShapeDtypeStruct((c,), f32))
+    call = jax.ffi.ffi_call("transfer_jax_conv_block", out, vmap_method="sequential")
+    args = (x, kernel, mean, mean if var is None else var, scale, bias)
+    outs = call(*(a.astype(f32) for a in args), ph=int(ph), pw=int(pw), var_given=int(var is not None),
+                eps=np.float32(eps))
     return tuple(_varying_like(o, x) for o in outs)
 
 

@@ -10,11 +10,12 @@ the module and against the published weights). Two rearrangements make it 2-3x f
   and ELU run on the pooled map (8 to 20x smaller), and XLA fuses the max, min and
   sum-of-squares of each pooling window into one pass over the conv output.
 - No conv output is written to memory on CPU: one fused kernel per block
-  (`cpu_kernels.conv_pool_stats`, when built) computes each window's max and min and the
-  sum of squares as the convolution produces them (block 1 directly, with the output in
-  registers; blocks 2-5 by Winograd's F(2x2, 3x3)). Elsewhere block 1's convolution is 9
-  shifted multiply-adds that XLA fuses into the reductions consuming them. The
-  per-clip mean comes from the input by linearity.
+  (`cpu_kernels.conv_block`, when built) computes each window's max and min and the sum
+  of squares as the convolution produces them (block 1 directly, with the output in
+  registers; blocks 2-5 by Winograd's F(2x2, 3x3)), then BatchNorm, ELU and the feature
+  on the pooled map. Elsewhere block 1's convolution is 9 shifted multiply-adds that XLA
+  fuses into the reductions consuming them. The per-clip mean comes from the input by
+  linearity.
 
 `map_examples` runs a per-example function over a batch: `lax.map` in chunks of
 `micro_batch` on CPU, where one example's activations stay in cache (vmap makes XLA
@@ -26,6 +27,7 @@ runs whole examples single-threaded instead of both cores sharing every small op
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -116,29 +118,26 @@ def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
         raise ValueError(f"clip_features needs a per-example norm {PER_EXAMPLE_NORMS}, got {model.norm!r}")
     cfg, params, stats = model.config, variables["params"], variables["batch_stats"]
     x, feats = mel[..., None], []
-    for i, (ph, pw) in enumerate(cfg.pools, start=1):
+    for i, pool in enumerate(cfg.pools, start=1):
         conv, bn = params[f"conv{i}"], params[f"bn{i}"]
         check_pool_fits(mel.shape, cfg.pools, i, x.shape[:2])
         if model.norm == "running":  # the bias cancels in conv - mean
             mean, var = stats[f"bn{i}"]["mean"] - conv["bias"], stats[f"bn{i}"]["var"]
         else:
-            mean, var = None, None
-        hi, lo, var = _window_stats(x, conv["kernel"], mean, var, (ph, pw))
-        a = jax.lax.rsqrt(var + cfg.bn_epsilon) * bn["scale"]
-        x = jax.nn.elu(affine_of_extremes(hi, lo, a, bn["bias"]))
-        feats.append(x.mean(axis=(0, 1)))
+            mean, var = _conv_mean(x, conv["kernel"]), None
+        x, feature = _block(x, conv["kernel"], mean, var, bn["scale"], bn["bias"], cfg.bn_epsilon, pool)
+        feats.append(feature)
     return jnp.stack(feats)
 
 
-def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: jax.Array | None,
-                  pool: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Max and min of d = conv3x3(x, kernel) - mean over each pool window, (h // ph,
-    w // pw, c), and d's biased variance over the full (h, w) map, (c,), as BatchNorm's.
-    `mean` / `var` None: the conv output's own. A float32 block on CPU goes through the
-    fused kernel (`cpu_kernels.conv_pool_stats`) when it is built and compiled for its
-    channels; same numbers either way."""
-    mean = _conv_mean(x, kernel) if mean is None else mean
-
+def _block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | None, scale: jax.Array,
+           bias: jax.Array, eps: float, pool: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """One block, pool first: elu(BatchNorm(conv3x3(x, kernel))) max-pooled, (h // ph,
+    w // pw, c), and its mean over the map, (c,). `mean`: the conv output's (without its
+    bias, which cancels); `var` None: the conv output's own biased variance over the full
+    (h, w) map, as BatchNorm's. On CPU, a float32 block goes through one fused kernel
+    (`cpu_kernels.conv_block`) when it is built and compiled for its channels; same
+    numbers either way."""
     def in_xla():
         (h, w), (ph, pw) = x.shape[:2], pool
         d = conv3x3(x, kernel) - mean
@@ -149,17 +148,15 @@ def _window_stats(x: jax.Array, kernel: jax.Array, mean: jax.Array | None, var: 
                 v = jnp.square(windows).sum(axis=(1, 3)).sum(axis=(0, 1)) / (h * w)
             else:
                 v = jnp.square(d).mean(axis=(0, 1))
-        return windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), v
+        a = jax.lax.rsqrt(v + eps) * scale
+        out = jax.nn.elu(affine_of_extremes(windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), a, bias))
+        return out, out.mean(axis=(0, 1))
 
     c_in, c = kernel.shape[2:]
     if (x.dtype != jnp.float32 or c not in cpu_kernels.CHANNELS or c_in not in (1, c)
             or not cpu_kernels.available()):
         return in_xla()
-
-    def fused():
-        hi, lo, sumsq = cpu_kernels.conv_pool_stats(x, kernel, mean, pool, want_var=var is None)
-        return hi, lo, sumsq / (x.shape[0] * x.shape[1]) if var is None else var
-
+    fused = functools.partial(cpu_kernels.conv_block, x, kernel, mean, var, scale, bias, eps, pool)
     return jax.lax.platform_dependent(cpu=fused, default=in_xla)
 
 

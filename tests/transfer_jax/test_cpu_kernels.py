@@ -19,13 +19,17 @@ def test_kernel_is_built_where_a_compiler_is():
     assert cpu_kernels.available()
 
 
-def reference(x, kernel, mean, pool):
-    """conv_pool_stats in float64: x (h, w, c_in), kernel (3, 3, c_in, c)."""
+def reference(x, kernel, mean, var, scale, bias, eps, pool):
+    """conv_block in float64, in the literal order (BatchNorm, ELU, then the pool):
+    x (h, w, c_in), kernel (3, 3, c_in, c)."""
     (h, w, _), (ph, pw) = x.shape, pool
     p = np.pad(x.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
     d = sum(p[i:i + h, j:j + w] @ kernel[i, j].astype(np.float64) for i in range(3) for j in range(3)) - mean
-    win = d[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, -1)
-    return win.max(axis=(1, 3)), win.min(axis=(1, 3)), (d ** 2).sum(axis=(0, 1))
+    var = (d ** 2).mean(axis=(0, 1)) if var is None else var
+    z = d / np.sqrt(var + eps) * scale + bias
+    z = np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+    out = z[: h // ph * ph, : w // pw * pw].reshape(h // ph, ph, w // pw, pw, -1).max(axis=(1, 3))
+    return out, out.mean(axis=(0, 1))
 
 
 @needs_kernel
@@ -39,7 +43,10 @@ def reference(x, kernel, mean, pool):
     (13, 37, 64, 64, (3, 4)),
     (4, 4, 32, 32, (4, 4)),  # block 5: one window, one tile block mostly outside
 ])
-def test_conv_pool_stats_equal_numpy(h, w, c_in, c, pool):
+def test_conv_block_equals_numpy(h, w, c_in, c, pool):
+    """Against float64 in the literal layer order, with given (running) and per-clip
+    statistics, negative BatchNorm scales (the pool takes the min there) and ELU inputs
+    on both sides (its exponential side from near 0 to saturation)."""
     rng = np.random.default_rng(h * w + c)
     if c_in == 1:  # log-mels
         x = rng.uniform(-80, 0, (2, h, w, 1)).astype(np.float32)
@@ -49,16 +56,17 @@ def test_conv_pool_stats_equal_numpy(h, w, c_in, c, pool):
         x = rng.exponential(1.0, (2, h, w, c_in)).astype(np.float32) - 1
         kernel = (rng.normal(size=(3, 3, c_in, c)) / np.sqrt(9 * c_in)).astype(np.float32)
         mean = rng.normal(size=(c,)).astype(np.float32)
-    fn = jax.jit(jax.vmap(lambda a: cpu_kernels.conv_pool_stats(a, kernel, mean, pool)))
-    got = fn(x)
-    for i in range(2):
-        want = reference(x[i], kernel, mean, pool)
-        for g, wnt in zip(got, want):
-            np.testing.assert_allclose(g[i], wnt, rtol=2e-5, atol=2e-6 * np.abs(wnt).max())
-    hi, lo, sumsq = cpu_kernels.conv_pool_stats(x[0], kernel, mean, pool, want_var=False)
-    np.testing.assert_array_equal(hi, got[0][0])
-    np.testing.assert_array_equal(lo, got[1][0])
-    assert not np.any(sumsq)
+    scale = (rng.normal(size=c) * 3).astype(np.float32)
+    bias = rng.uniform(-3, 1, c).astype(np.float32)
+    for var in (None, rng.uniform(0.5, 2, c).astype(np.float32) * (40 if c_in == 1 else 1)):
+        fn = jax.jit(jax.vmap(lambda a: cpu_kernels.conv_block(a, kernel, mean, var, scale, bias, 1e-3, pool)))
+        got = fn(x)
+        for i in range(2):
+            want = reference(x[i], kernel, mean, var, scale, bias, 1e-3, pool)
+            for g, wnt in zip(got, want):
+                np.testing.assert_allclose(g[i], wnt, rtol=2e-5, atol=2e-6 * np.abs(wnt).max())
+    out, feature = cpu_kernels.conv_block(x[0], kernel, mean, None, scale, bias, 1e-3, pool)
+    assert np.min(out) < -0.5 and np.max(out) > 0.5  # both sides of the ELU were exercised
 
 
 @needs_kernel
@@ -73,10 +81,10 @@ def test_kernel_is_lowered_for_cpu_only(small_config):
     model = Tagger(small_config, norm="per_clip")
     v = init_variables(model, jax.random.key(0))
     fn = jax.jit(lambda v, x: inference.clip_features(model, v, x))
-    allow = [export.DisabledSafetyCheck.custom_call("transfer_jax_conv_pool_stats")]
+    allow = [export.DisabledSafetyCheck.custom_call("transfer_jax_conv_block")]
     for platform, want in (("cuda", False), ("cpu", True)):
         exp = export.export(fn, platforms=[platform], disabled_checks=allow)(v, np.zeros((96, 71), np.float32))
-        assert ("transfer_jax_conv_pool_stats" in exp.mlir_module()) == want, platform
+        assert ("transfer_jax_conv_block" in exp.mlir_module()) == want, platform
 
 
 def test_environment_switches_the_kernel_off():
@@ -98,10 +106,11 @@ def test_non_finite_input_gives_nan_statistics():
     for bad in (np.nan, np.inf):
         x = rng.uniform(-80, 0, (16, 24)).astype(np.float32)
         x[5, 7] = bad
-        for out in cpu_kernels.conv_pool_stats(x[..., None], kernel, mean, (2, 4)):
+        ones = np.ones(32, np.float32)
+        for out in cpu_kernels.conv_block(x[..., None], kernel, mean, None, ones, mean, 1e-3, (2, 4)):
             assert np.all(np.isnan(out))
-        for out in cpu_kernels.conv_pool_stats(np.repeat(x[..., None], 32, axis=-1),  # blocks 2-5
-                                               np.zeros((3, 3, 32, 32), np.float32), mean, (2, 4)):
+        for out in cpu_kernels.conv_block(np.repeat(x[..., None], 32, axis=-1),  # blocks 2-5
+                                          np.zeros((3, 3, 32, 32), np.float32), mean, ones, ones, mean, 1e-3, (2, 4)):
             assert np.all(np.isnan(out))
         # training's batched kernel: that example's extremes NaN, no gradient positions;
         # the other example's untouched
@@ -121,11 +130,13 @@ def test_other_channel_counts_are_refused_and_left_to_xla(small_config):
     from transfer_jax.model import Tagger, init_variables
 
     with pytest.raises(ValueError, match="channels"):
-        cpu_kernels.conv_pool_stats(np.zeros((8, 8, 1), np.float32), np.zeros((3, 3, 1, 5), np.float32),
-                                    np.zeros(5, np.float32), (2, 2))
+        five = np.zeros(5, np.float32)
+        cpu_kernels.conv_block(np.zeros((8, 8, 1), np.float32), np.zeros((3, 3, 1, 5), np.float32),
+                               five, None, five, five, 1e-3, (2, 2))
     with pytest.raises(ValueError, match="channels"):  # c_in must be 1 or c
-        cpu_kernels.conv_pool_stats(np.zeros((8, 8, 16), np.float32), np.zeros((3, 3, 16, 32), np.float32),
-                                    np.zeros(32, np.float32), (2, 2))
+        c32 = np.zeros(32, np.float32)
+        cpu_kernels.conv_block(np.zeros((8, 8, 16), np.float32), np.zeros((3, 3, 16, 32), np.float32),
+                               c32, None, c32, c32, 1e-3, (2, 2))
     model = Tagger(dataclasses.replace(small_config, channels=5), norm="per_clip")
     v = init_variables(model, jax.random.key(0))
     mel = jax.random.uniform(jax.random.key(1), (96, 71), minval=-80.0, maxval=0.0)

@@ -1,6 +1,8 @@
-// Block 1 of the tagger on CPU as one XLA FFI call: the 3x3 convolution of a one-channel
-// input fused with the max-pool window's max and min and the per-channel sum of squares,
-// so the (h, w, channels) conv output never exists in memory (see transfer_jax/cpu_kernels.py).
+// The tagger's costliest CPU steps as XLA FFI calls (see transfer_jax/cpu_kernels.py):
+// extraction's blocks, each one call (the 3x3 convolution fused with the max-pool window's
+// max and min and the per-channel sum of squares, so the conv output never exists in
+// memory, then BatchNorm and ELU on the pooled map), and training's block 1 and
+// convolution kernel gradients.
 #include <Python.h>
 
 #include <algorithm>
@@ -199,6 +201,42 @@ TJ_CLONES void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* 
   for (int c = 0; c < C; ++c) sumsq[c] = want_var ? static_cast<float>(sq[c]) : 0.f;
 }
 
+// expm1(y) for y <= 0, branch-free so that loops of it vectorise (ELU's negative side):
+// 2^k (expm1(r) + 1) - 1 with k = round(y / ln 2), |r| <= ln(2) / 2 and expm1(r) by its
+// Taylor series to r^7 (truncation < 2e-8 relative). Within 1.3 ulp of expm1 in double
+// over every float in [-90, 0] (checked exhaustively, tests/transfer_jax/test_cpu_kernels.py
+// checks it through the block).
+inline float Expm1NonPositive(float y) {
+  y = std::max(y, -87.f);  // expm1 rounds to -1 below; keeps 2^k a normal float
+  const float k = (y * 1.44269504f + 12582912.f) - 12582912.f;  // round to nearest via 1.5 * 2^23
+  const float r = (y - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // ln 2 in two parts
+  const float p = r * (1.f + r * (.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720 + r * (1.f / 5040)))))));
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
+  float e;
+  std::memcpy(&e, &bits, sizeof e);
+  return e * p + (e - 1.f);
+}
+
+// The block's output from its window statistics, in place of hi: x = elu(a * (a >= 0 ? hi
+// : lo) + bias) with a = scale / sqrt(var + eps) (BatchNorm, then ELU, then the max-pool,
+// in the pool-first order), n windows; and x's mean over them, the layer's feature.
+template <int C>
+TJ_CLONES void Epilogue(float* hi, const float* lo, int64_t n, const float* var, const float* scale,
+                        const float* bias, float eps, float* feature) {
+  float a[C], b[C], sum[C] = {};
+  for (int c = 0; c < C; ++c) a[c] = scale[c] / std::sqrt(var[c] + eps), b[c] = bias[c];
+  for (int64_t i = 0; i < n; ++i) {
+    float* x = hi + i * C;
+    const float* l = lo + i * C;
+    for (int c = 0; c < C; ++c) {
+      const float y = (a[c] >= 0.f ? x[c] : l[c]) * a[c] + b[c];
+      x[c] = y > 0.f ? y : Expm1NonPositive(y);
+      sum[c] += x[c];
+    }
+  }
+  for (int c = 0; c < C; ++c) feature[c] = sum[c] / n;
+}
+
 // Training: the same block for a batch, with the window positions that attain the max
 // and the min (bit a * pw + b of a mask set where the (a, b) element equals it: ties
 // share the gradient, as XLA's max does), instead of the sum of squares.
@@ -391,36 +429,45 @@ const float* Padded(const float* xs, int64_t h, int64_t w) {
   return pad.data();
 }
 
-ffi::Error ConvPoolStatsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
-                             ffi::Buffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> hi,
-                             ffi::ResultBuffer<ffi::F32> lo, ffi::ResultBuffer<ffi::F32> sumsq,
-                             int64_t ph, int64_t pw, int64_t want_var) {
+// One block of the extraction for one example: x (h, w, c_in) -> the pooled block output
+// (h / ph, w / pw, C) and its mean (C,); c_in 1 (block 1) or C (blocks 2-5). mean: the
+// conv output's (without bias); var: its variance, or with var_given 0 the map's own.
+ffi::Error ConvBlockImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> mean,
+                         ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> bias,
+                         ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> feature, int64_t ph,
+                         int64_t pw, int64_t var_given, float eps) {
   const auto xd = x.dimensions();
-  if (xd.size() != 3) return ffi::Error::InvalidArgument("conv_pool_stats: x must be (h, w, c_in)");
+  if (xd.size() != 3) return ffi::Error::InvalidArgument("conv_block: x must be (h, w, c_in)");
   const int64_t h = xd[0], w = xd[1], ci = xd[2], C = mean.element_count();
   if (kernel.element_count() != 9 * ci * C)
-    return ffi::Error::InvalidArgument("conv_pool_stats: kernel must be (3, 3, c_in, channels)");
+    return ffi::Error::InvalidArgument("conv_block: kernel must be (3, 3, c_in, channels)");
+  if (var.element_count() != C || scale.element_count() != C || bias.element_count() != C)
+    return ffi::Error::InvalidArgument("conv_block: var, scale and bias must hold one value a channel");
   if (ph < 1 || pw < 1 || h < ph || w < pw)
-    return ffi::Error::InvalidArgument("conv_pool_stats: the pool window does not fit the input");
+    return ffi::Error::InvalidArgument("conv_block: the pool window does not fit the input");
   if (!SupportedChannels(C) || (ci != 1 && ci != C))  // cpu_kernels.CHANNELS; XLA's path serves the others
-    return ffi::Error::InvalidArgument("conv_pool_stats: channels must be 16, 32 or 64, from 1 or as many");
+    return ffi::Error::InvalidArgument("conv_block: channels must be 16, 32 or 64, from 1 or as many");
   const float* xs = x.typed_data();
   const float *k = kernel.typed_data(), *m = mean.typed_data();
-  float *hp = hi->typed_data(), *lp = lo->typed_data(), *sp = sumsq->typed_data();
+  float *hp = out->typed_data(), *fp = feature->typed_data();
+  const int64_t n = (h / ph) * (w / pw);
   if (!AllFinite(xs, h * w * ci)) {  // max and min below would skip NaNs; XLA's propagate them
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    std::fill(hp, hp + hi->element_count(), nan);
-    std::fill(lp, lp + lo->element_count(), nan);
-    std::fill(sp, sp + sumsq->element_count(), nan);
+    std::fill(hp, hp + n * C, std::numeric_limits<float>::quiet_NaN());
+    std::fill(fp, fp + C, std::numeric_limits<float>::quiet_NaN());
     return ffi::Error::Success();
   }
-  const bool v = want_var != 0;
-  if (ci == 1) {
-    const float* pad = Padded(xs, h, w);
-    WithChannels(C, [&](auto c) { Block1<c()>(pad, h, w, k, m, ph, pw, v, hp, lp, sp); });
-  } else {
-    WithChannels(C, [&](auto c) { ConvPoolStats<c()>(xs, h, w, k, m, ph, pw, v, hp, lp, sp); });
-  }
+  thread_local std::vector<float> lo;
+  lo.resize(n * C);
+  float sumsq[64], v[64];
+  const bool want_var = var_given == 0;
+  WithChannels(C, [&](auto c) {
+    if (ci == 1)
+      Block1<c()>(Padded(xs, h, w), h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
+    else
+      ConvPoolStats<c()>(xs, h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
+    for (int j = 0; j < c(); ++j) v[j] = want_var ? sumsq[j] / (h * w) : var.typed_data()[j];  // biased, as BatchNorm
+    Epilogue<c()>(hp, lo.data(), n, v, scale.typed_data(), bias.typed_data(), eps, fp);
+  });
   return ffi::Error::Success();
 }
 
@@ -510,17 +557,20 @@ ffi::Error Conv3x3FilterGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvPoolStatsHandler, ConvPoolStatsImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvBlock, ConvBlockImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // x (h, w, c_in), c_in 1 or C
                                   .Arg<ffi::Buffer<ffi::F32>>()  // kernel (3, 3, c_in, C)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // mean (C,)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // hi (h / ph, w / pw, C)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // lo
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // sumsq (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // the conv output's mean (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // its variance (C,), if var_given
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // BatchNorm scale (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // BatchNorm bias (C,)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // the block's output (h / ph, w / pw, C)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // its mean (C,)
                                   .Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw")
-                                  .Attr<int64_t>("want_var"));
+                                  .Attr<int64_t>("var_given")
+                                  .Attr<float>("eps"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolSelect, Conv1PoolSelectImpl,
                               ffi::Ffi::Bind()
@@ -561,7 +611,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv3x3FilterGrad_, Conv3x3FilterGradImpl,
 static PyObject* Handlers(PyObject*, PyObject*) {
   PyObject* d = PyDict_New();
   const std::pair<const char*, void*> handlers[] = {
-      {"conv_pool_stats", reinterpret_cast<void*>(ConvPoolStatsHandler)},
+      {"conv_block", reinterpret_cast<void*>(ConvBlock)},
       {"conv1_pool_select", reinterpret_cast<void*>(Conv1PoolSelect)},
       {"conv1_pool_select_grad", reinterpret_cast<void*>(Conv1PoolSelectGrad)},
       {"patch_moments", reinterpret_cast<void*>(PatchMomentsHandler)},
