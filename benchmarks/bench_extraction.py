@@ -14,8 +14,9 @@ calls (measured: tf.keras loaded beside JAX cut the library's b=8 rows from 304 
 clips/s), and TensorFlow and PyTorch cannot share a process here (a segfault in libc's
 free during the torch train step). Runs unchanged on CPU and GPU: JAX, TensorFlow and PyTorch each use
 their default device; PyTorch rows appear when torch is importable. Timings are the median
-of `--repeats` runs after a warm-up (compilation) call; the machine, its load average and
-the backend are printed and saved with the numbers.
+of `--repeats` runs (forward rows: at least 32 clips' worth, e.g. 32 calls at b=1) after a
+warm-up (compilation) call; the machine, its load average and the backend are printed and
+saved with the numbers.
 
 Sections:
 - env: machine, sgemm peak (numpy float32 on CPU, jnp on accelerators), the convnet's
@@ -290,6 +291,12 @@ def torch_impl(config, variables):
     return model, bt
 
 
+def forward_repeats(batch: int) -> int:
+    """Timed calls per forward row: --repeats, and at least 32 clips' worth, as a small
+    batch's call (~5 ms for one clip) is at the mercy of the machine's noise."""
+    return max(ARGS.repeats, -(-32 // batch))
+
+
 def section_forward(config: ModelConfig) -> None:
     run = Tagger(config, norm="running")
     v = paper_variables(run)
@@ -331,11 +338,11 @@ def section_forward(config: ModelConfig) -> None:
             impls["torch (channels_last, inference_mode), running"] = lambda: t_fwd(t_mel)
         if cpu_kernels.available() and jax.default_backend() == "cpu" and not ARGS.child:
             lib = impls["JAX library (extraction.features_from_mel), running"]
-            impls["JAX library, block 1 in XLA (no CPU kernel), running"] = lib
+            impls["JAX library, all in XLA (no CPU kernels), running"] = lib
         for name, fn in impls.items():
-            with survive(f"forward {name} b={b}"), (kernels_off() if "no CPU kernel" in name
+            with survive(f"forward {name} b={b}"), (kernels_off() if "no CPU kernels" in name
                                                     else contextlib.nullcontext()):
-                record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(diff(fn()), 6))
+                record("forward", name, b, timed(fn, forward_repeats(b)), max_abs_diff=round(diff(fn()), 6))
         # audio -> features, the extraction path (per_clip: the published one-file mode)
         if ARGS.child or ARGS.resident:
             continue
@@ -351,7 +358,7 @@ def section_forward(config: ModelConfig) -> None:
         ):
             with survive(f"forward {name} b={b}"):
                 d = float(np.max(np.abs(np.asarray(block(fn())) - want)))
-                record("forward", name, b, timed(fn, ARGS.repeats), max_abs_diff=round(d, 6))
+                record("forward", name, b, timed(fn, forward_repeats(b)), max_abs_diff=round(d, 6))
 
 
 def section_train(config: ModelConfig) -> None:

@@ -20,7 +20,7 @@ runtime.tune_malloc()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_block1 import interleaved, kernels_off  # noqa: E402
+from bench_blocks import interleaved, kernels_off  # noqa: E402
 
 from transfer_jax import conv, cpu_kernels, fused_block1, train  # noqa: E402
 from transfer_jax.config import ModelConfig  # noqa: E402

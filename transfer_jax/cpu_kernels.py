@@ -11,7 +11,7 @@ F(2x2, 3x3) (2.25x fewer multiply-adds than a direct convolution; block 2 is ~75
 the forward pass's FLOPs) through a two-row buffer. One XLA FFI call per block
 (transfer_jax/csrc/cpu_kernels.cc), so it runs inside jit and on every CPU device.
 Measured per block and for the whole forward in docs/benchmarks.md
-(benchmarks/bench_block1.py).
+(benchmarks/bench_blocks.py).
 
 For training (batch statistics, `fused_block1`), `conv1_pool_select` returns the
 windows' max and min with the positions attaining them, `conv1_pool_select_grad` the

@@ -87,15 +87,17 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
 // 36 (2.25x fewer multiply-adds; the transforms are sums and halvings, so the rounding
 // stays that of a direct convolution). Row strips of tiles go through a small buffer into
 // the window statistics, so the conv output never exists whole either.
-typedef float Vec16 __attribute__((vector_size(64)));  // 16 floats: one AVX-512 register, two AVX ones
-
-template <int C>
-constexpr int WinogradTiles() { return C == 16 ? 16 : C == 32 ? 8 : 4; }  // T x C accumulators: 16 AVX-512 registers
-
-template <int C>
-TJ_CLONES void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* k, const float* mean,
-                             int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
-  constexpr int T = WinogradTiles<C>();
+//
+// The channel products are written with vectors of W floats, one machine register each
+// (auto-vectorised loops kept the accumulators in memory): W is chosen per instruction
+// set at run time (`ConvPoolStatsFor`); a vector wider than the machine's registers was
+// 35x slower (lowered piece by piece).
+template <int C, int W>
+__attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* k,
+                                                         const float* mean, int64_t ph, int64_t pw, bool want_var,
+                                                         float* hi, float* lo, float* sumsq) {
+  typedef float Vec __attribute__((vector_size(4 * W)));
+  constexpr int NV = C / W, T = NV >= 16 ? 1 : 16 / NV;  // T tiles x C channels in 16 vector registers
   const int64_t ho = h / ph, wo = w / pw, nblocks = ((w + 1) / 2 + T - 1) / T, wbuf = nblocks * T * 2;
   thread_local std::vector<float> ubuf, ybuf;
   ubuf.assign(16 * C * C, 0.f);
@@ -143,17 +145,16 @@ TJ_CLONES void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* 
           }
       }
       for (int xi = 0; xi < 16; ++xi) {  // M[xi] = V[xi] U[xi], T tiles x C in registers
-        constexpr int NV = C / 16;
-        Vec16 acc[T][NV];  // set by the first input channel (a zeroed array was stored and reloaded)
+        Vec acc[T][NV];  // set by the first input channel (a zeroed array was stored and reloaded)
         const float* u = U + xi * C * C;
         for (int ci = 0; ci < C; ++ci) {
-          Vec16 uc[NV];
-#pragma GCC unroll 4
-          for (int n = 0; n < NV; ++n) std::memcpy(&uc[n], u + ci * C + 16 * n, sizeof(Vec16));
-#pragma GCC unroll 32
+          Vec uc[NV];
+#pragma GCC unroll 16
+          for (int n = 0; n < NV; ++n) std::memcpy(&uc[n], u + ci * C + W * n, sizeof(Vec));
+#pragma GCC unroll 16
           for (int t = 0; t < T; ++t) {
             const float v = V[xi][t][ci];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
             for (int n = 0; n < NV; ++n) acc[t][n] = ci ? acc[t][n] + v * uc[n] : v * uc[n];
           }
         }
@@ -201,6 +202,33 @@ TJ_CLONES void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* 
   for (int c = 0; c < C; ++c) sumsq[c] = want_var ? static_cast<float>(sq[c]) : 0.f;
 }
 
+// ConvPoolStats with the widest vectors this CPU has: AVX-512, AVX2 + FMA, or 4 floats
+// (SSE2, or any other machine).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+template <int C>
+__attribute__((target("arch=x86-64-v4"))) void ConvPoolStatsV4(const float* x, int64_t h, int64_t w,
+    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
+  ConvPoolStats<C, 16>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+}
+template <int C>
+__attribute__((target("arch=x86-64-v3"))) void ConvPoolStatsV3(const float* x, int64_t h, int64_t w,
+    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
+  ConvPoolStats<C, 8>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+}
+#endif
+
+template <int C>
+void ConvPoolStatsFor(const float* x, int64_t h, int64_t w, const float* k, const float* mean, int64_t ph,
+                      int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (__builtin_cpu_supports("x86-64-v4"))
+    return ConvPoolStatsV4<C>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+  if (__builtin_cpu_supports("x86-64-v3"))
+    return ConvPoolStatsV3<C>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+#endif
+  ConvPoolStats<C, 4>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+}
+
 // expm1(y) for y <= 0, branch-free so that loops of it vectorise (ELU's negative side):
 // 2^k (expm1(r) + 1) - 1 with k = round(y / ln 2), |r| <= ln(2) / 2 and expm1(r) by its
 // Taylor series to r^7 (truncation < 2e-8 relative). Within 1.3 ulp of expm1 in double
@@ -223,18 +251,23 @@ inline float Expm1NonPositive(float y) {
 template <int C>
 TJ_CLONES void Epilogue(float* hi, const float* lo, int64_t n, const float* var, const float* scale,
                         const float* bias, float eps, float* feature) {
-  float a[C], b[C], sum[C] = {};
+  float a[C], b[C];
+  double total[C] = {};
   for (int c = 0; c < C; ++c) a[c] = scale[c] / std::sqrt(var[c] + eps), b[c] = bias[c];
-  for (int64_t i = 0; i < n; ++i) {
-    float* x = hi + i * C;
-    const float* l = lo + i * C;
-    for (int c = 0; c < C; ++c) {
-      const float y = (a[c] >= 0.f ? x[c] : l[c]) * a[c] + b[c];
-      x[c] = y > 0.f ? y : Expm1NonPositive(y);
-      sum[c] += x[c];
+  for (int64_t i0 = 0; i0 < n; i0 += 256) {  // float sums of 256 windows, then a double total
+    float sum[C] = {};
+    for (int64_t i = i0; i < std::min(n, i0 + 256); ++i) {
+      float* x = hi + i * C;
+      const float* l = lo + i * C;
+      for (int c = 0; c < C; ++c) {
+        const float y = (a[c] >= 0.f ? x[c] : l[c]) * a[c] + b[c];
+        x[c] = y > 0.f ? y : Expm1NonPositive(y);
+        sum[c] += x[c];
+      }
     }
+    for (int c = 0; c < C; ++c) total[c] += sum[c];
   }
-  for (int c = 0; c < C; ++c) feature[c] = sum[c] / n;
+  for (int c = 0; c < C; ++c) feature[c] = static_cast<float>(total[c] / n);
 }
 
 // Training: the same block for a batch, with the window positions that attain the max
@@ -464,7 +497,7 @@ ffi::Error ConvBlockImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel, 
     if (ci == 1)
       Block1<c()>(Padded(xs, h, w), h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
     else
-      ConvPoolStats<c()>(xs, h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
+      ConvPoolStatsFor<c()>(xs, h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
     for (int j = 0; j < c(); ++j) v[j] = want_var ? sumsq[j] / (h * w) : var.typed_data()[j];  // biased, as BatchNorm
     Epilogue<c()>(hp, lo.data(), n, v, scale.typed_data(), bias.typed_data(), eps, fp);
   });
