@@ -62,7 +62,7 @@ def available() -> bool:
 
 
 def conv_block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | None, scale: jax.Array,
-               bias: jax.Array, eps: float, pool: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+               bias: jax.Array, eps: float, pool: tuple[int, int], threads: int = 1) -> tuple[jax.Array, jax.Array]:
     """One block of the extraction for one example, in one call: 'same' 3x3 convolution
     (zero padded, no bias), BatchNorm with the given statistics, ELU, max-pool.
 
@@ -72,7 +72,9 @@ def conv_block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array 
     elu(scale * (y - mean) / sqrt(var + eps) + bias) max-pooled by (ph, pw), (h // ph,
     w // pw, c), and its mean over the map, (c,); all NaN if x holds a NaN or an infinity.
     One input channel (block 1): a direct convolution; c_in = c (blocks 2-5): Winograd's
-    F(2x2, 3x3). CPU only; `available()` must be True.
+    F(2x2, 3x3). `threads` 2: the call's rows are split with a helper thread (for a
+    caller with an idle core, `inference.kernel_threads`; TRANSFER_JAX_KERNEL_THREADS=1 in
+    the environment forbids it). CPU only; `available()` must be True.
     """
     _require_built()
     (h, w, c_in), (ph, pw), c = x.shape, pool, mean.shape[-1]
@@ -84,7 +86,7 @@ def conv_block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array 
     call = jax.ffi.ffi_call("transfer_jax_conv_block", out, vmap_method="sequential")
     args = (x, kernel, mean, mean if var is None else var, scale, bias)
     outs = call(*(a.astype(f32) for a in args), ph=int(ph), pw=int(pw), var_given=int(var is not None),
-                eps=np.float32(eps))
+                eps=np.float32(eps), threads=int(threads))
     return tuple(_varying_like(o, x) for o in outs)
 
 

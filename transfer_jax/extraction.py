@@ -79,15 +79,16 @@ def features_from_audio(model: Tagger, variables: dict, waves: jax.Array, ref: f
     mesh = inference.data_mesh(devices, len(waves))
     waves = np.asarray(waves, np.float32) if isinstance(waves, np.ndarray) else jnp.asarray(waves, jnp.float32)
     waves, n = inference.pad_to_mesh(waves, mesh)
-    return _features_from_audio(model, inference.replicate(variables, mesh), waves, ref, mb, mesh)[:n]
+    return _features_from_audio(model, inference.replicate(variables, mesh), waves, ref, mb, mesh,
+                                inference.kernel_threads(mesh))[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch", "mesh"))
-def _features_from_audio(model, variables, waves, ref, micro_batch, mesh):
+@functools.partial(jax.jit, static_argnames=("model", "ref", "micro_batch", "mesh", "threads"))
+def _features_from_audio(model, variables, waves, ref, micro_batch, mesh, threads):
     cfg = model.config.frontend
 
     def one(variables, wave):  # (n_samples,) -> (n_layers, channels)
-        return inference.clip_features(model, variables, frontend.log_mel(wave[None], cfg, ref)[0])
+        return inference.clip_features(model, variables, frontend.log_mel(wave[None], cfg, ref)[0], threads)
 
     return inference.map_examples(one, variables, waves, micro_batch, mesh)
 
@@ -103,14 +104,15 @@ def features_from_mel(model: Tagger, variables: dict, mel: jax.Array,
         mel = mel.astype(np.float32)
     mesh = inference.data_mesh(devices, len(mel)) if model.norm in inference.PER_EXAMPLE_NORMS else None
     mel, n = inference.pad_to_mesh(mel, mesh)
-    return _features_from_mel(model, inference.replicate(variables, mesh), mel, mb, mesh)[:n]
+    return _features_from_mel(model, inference.replicate(variables, mesh), mel, mb, mesh,
+                              inference.kernel_threads(mesh))[:n]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "micro_batch", "mesh"))
-def _features_from_mel(model, variables, mel, micro_batch, mesh):
+@functools.partial(jax.jit, static_argnames=("model", "micro_batch", "mesh", "threads"))
+def _features_from_mel(model, variables, mel, micro_batch, mesh, threads):
     if model.norm not in inference.PER_EXAMPLE_NORMS:  # "batch" couples the batch
         return model.apply(variables, mel)[1]
-    return inference.map_examples(lambda v, m: inference.clip_features(model, v, m), variables, mel,
+    return inference.map_examples(lambda v, m: inference.clip_features(model, v, m, threads), variables, mel,
                                   micro_batch, mesh)
 
 

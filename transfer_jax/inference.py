@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from transfer_jax import conv, cpu_kernels
+from transfer_jax import conv, cpu_kernels, runtime
 from transfer_jax.model import Tagger, affine_of_extremes, check_pool_fits
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
@@ -53,6 +53,14 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, n_examples: int | Non
     them (a batch of 1 is not padded to keep a second core busy), or None for one."""
     devices = list(jax.local_devices() if devices is None else devices)[: n_examples or None]
     return Mesh(np.asarray(devices), ("data",)) if len(devices) > 1 else None
+
+
+def kernel_threads(mesh: Mesh | None) -> int:
+    """Threads each example's CPU kernels may use (`clip_features`): 2 when this process
+    has at least twice as many cores as devices in use (`mesh`, None for one), e.g. a
+    batch of one on two cores (one device: the other core would idle; measured 1.2-1.7x
+    at batch 1, docs/benchmarks.md); else 1, every core running examples of its own."""
+    return 2 if runtime.available_cores() >= 2 * (mesh.size if mesh is not None else 1) else 1
 
 
 def map_examples(fn: Callable[[Any, jax.Array], jax.Array], consts: Any, xs: jax.Array,
@@ -111,9 +119,10 @@ def _conv_mean(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jnp.einsum("ijc,ijcd->d", taps, kernel) / (h * w)
 
 
-def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
+def clip_features(model: Tagger, variables: dict, mel: jax.Array, threads: int = 1) -> jax.Array:
     """One example's features, (n_mels, frames) -> (n_layers, channels): block k's output
-    after its max-pool, averaged over frequency and time, as `Tagger` computes them."""
+    after its max-pool, averaged over frequency and time, as `Tagger` computes them.
+    `threads`: how many the CPU kernels may use for this example (`kernel_threads`)."""
     if model.norm not in PER_EXAMPLE_NORMS:
         raise ValueError(f"clip_features needs a per-example norm {PER_EXAMPLE_NORMS}, got {model.norm!r}")
     cfg, params, stats = model.config, variables["params"], variables["batch_stats"]
@@ -125,13 +134,13 @@ def clip_features(model: Tagger, variables: dict, mel: jax.Array) -> jax.Array:
             mean, var = stats[f"bn{i}"]["mean"] - conv["bias"], stats[f"bn{i}"]["var"]
         else:
             mean, var = _conv_mean(x, conv["kernel"]), None
-        x, feature = _block(x, conv["kernel"], mean, var, bn["scale"], bn["bias"], cfg.bn_epsilon, pool)
+        x, feature = _block(x, conv["kernel"], mean, var, bn["scale"], bn["bias"], cfg.bn_epsilon, pool, threads)
         feats.append(feature)
     return jnp.stack(feats)
 
 
 def _block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | None, scale: jax.Array,
-           bias: jax.Array, eps: float, pool: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+           bias: jax.Array, eps: float, pool: tuple[int, int], threads: int = 1) -> tuple[jax.Array, jax.Array]:
     """One block, pool first: elu(BatchNorm(conv3x3(x, kernel))) max-pooled, (h // ph,
     w // pw, c), and its mean over the map, (c,). `mean`: the conv output's (without its
     bias, which cancels); `var` None: the conv output's own biased variance over the full
@@ -156,7 +165,7 @@ def _block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | No
     if (x.dtype != jnp.float32 or c not in cpu_kernels.CHANNELS or c_in not in (1, c)
             or not cpu_kernels.available()):
         return in_xla()
-    fused = functools.partial(cpu_kernels.conv_block, x, kernel, mean, var, scale, bias, eps, pool)
+    fused = functools.partial(cpu_kernels.conv_block, x, kernel, mean, var, scale, bias, eps, pool, threads)
     return jax.lax.platform_dependent(cpu=fused, default=in_xla)
 
 

@@ -1,3 +1,4 @@
+import itertools
 import os
 import shutil
 
@@ -47,7 +48,8 @@ def reference(x, kernel, mean, var, scale, bias, eps, pool):
 def test_conv_block_equals_numpy(h, w, c_in, c, pool):
     """Against float64 in the literal layer order, with given (running) and per-clip
     statistics, negative BatchNorm scales (the pool takes the min there) and ELU inputs
-    on both sides (its exponential side from near 0 to saturation)."""
+    on both sides (its exponential side from near 0 to saturation); on one thread and with
+    the rows split over two."""
     rng = np.random.default_rng(h * w + c)
     if c_in == 1:  # log-mels
         x = rng.uniform(-80, 0, (2, h, w, 1)).astype(np.float32)
@@ -59,8 +61,10 @@ def test_conv_block_equals_numpy(h, w, c_in, c, pool):
         mean = rng.normal(size=(c,)).astype(np.float32)
     scale = (rng.normal(size=c) * 3).astype(np.float32)
     bias = rng.uniform(-3, 1, c).astype(np.float32)
-    for var in (None, rng.uniform(0.5, 2, c).astype(np.float32) * (40 if c_in == 1 else 1)):
-        fn = jax.jit(jax.vmap(lambda a: cpu_kernels.conv_block(a, kernel, mean, var, scale, bias, 1e-3, pool)))
+    variances = (None, rng.uniform(0.5, 2, c).astype(np.float32) * (40 if c_in == 1 else 1))
+    for var, threads in itertools.product(variances, (1, 2)):  # 2: rows split with the helper thread
+        fn = jax.jit(jax.vmap(lambda a: cpu_kernels.conv_block(a, kernel, mean, var, scale, bias, 1e-3, pool,
+                                                               threads)))
         got = fn(x)
         for i in range(2):
             want_out, want_feature = reference(x[i], kernel, mean, var, scale, bias, 1e-3, pool)

@@ -61,3 +61,16 @@ def test_reshape_max_pool_equals_flax_pool_and_trains():
     g = jax.grad(lambda a: (max_pool(a, (3, 2)) ** 2).sum())(x)
     g_ref = jax.grad(lambda a: (nn.max_pool(a, (3, 2), strides=(3, 2)) ** 2).sum())(x)
     np.testing.assert_allclose(g, g_ref, atol=1e-6)
+
+
+def test_kernel_threads_only_where_a_core_would_idle(monkeypatch):
+    """A second kernel thread per example only when the cores outnumber twice the devices
+    in use: at batch 1 on two cores (one device), not when every core runs its own examples."""
+    from types import SimpleNamespace
+
+    from transfer_jax import runtime
+
+    for cores, devices_in_use, want in ((2, None, 2), (1, None, 1), (2, 2, 1), (4, 2, 2), (4, 4, 1)):
+        monkeypatch.setattr(runtime, "available_cores", lambda cores=cores: cores)
+        mesh = None if devices_in_use is None else SimpleNamespace(size=devices_in_use)
+        assert inference.kernel_threads(mesh) == want, (cores, devices_in_use)

@@ -6,6 +6,13 @@
 #include <Python.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -14,6 +21,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -28,17 +37,20 @@ namespace {
 #endif
 
 // The block for one example: d = conv3x3(x, k) - mean, (h, w, C);
-// hi, lo = max, min of d over each (ph, pw) window, (h / ph, w / pw, C);
-// sumsq = sum of d^2 over the whole map, (C,), when want_var.
+// hi, lo = max, min of d over each (ph, pw) window, (h / ph, w / pw, C), for the window
+// rows [ro0, ro1); sumsq += the sum of d^2 over those rows' windows and, with `tail`,
+// over the rows and columns outside whole windows, (C,), when want_var.
 // p: x zero-padded by one, (h + 2, w + 2).
 template <int C>
 TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, const float* mean,
-                      int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
+                      int64_t ph, int64_t pw, bool want_var, int64_t ro0, int64_t ro1, bool tail,
+                      float* hi, float* lo, double* sumsq) {
   const int64_t wp = w + 2, ho = h / ph, wo = w / pw;
-  float kk[9][C], m[C], sq[C];
+  float kk[9][C], m[C];
+  double sq[C] = {};
   for (int t = 0; t < 9; ++t)
     for (int c = 0; c < C; ++c) kk[t][c] = k[t * C + c];
-  for (int c = 0; c < C; ++c) m[c] = mean[c], sq[c] = 0.f;
+  for (int c = 0; c < C; ++c) m[c] = mean[c];
 
   auto conv = [&](int64_t r, int64_t col, float* d) {
     const float* q = p + r * wp + col;
@@ -50,7 +62,7 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
       }
   };
 
-  for (int64_t ro = 0; ro < ho; ++ro)
+  for (int64_t ro = ro0; ro < ro1; ++ro)
     for (int64_t co = 0; co < wo; ++co) {
       float mx[C], mn[C], d[C], wsq[C];  // wsq: the window's share, off sq's long chain
       for (int c = 0; c < C; ++c) mx[c] = -FLT_MAX, mn[c] = FLT_MAX, wsq[c] = 0.f;
@@ -70,7 +82,7 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
       float* lp = lo + (ro * wo + co) * C;
       for (int c = 0; c < C; ++c) hp[c] = mx[c], lp[c] = mn[c];
     }
-  if (want_var) {  // the rows and columns outside whole windows count in the variance
+  if (want_var && tail) {  // the rows and columns outside whole windows count in the variance
     float d[C];
     for (int64_t r = 0; r < h; ++r)
       for (int64_t col = (r < ho * ph ? wo * pw : 0); col < w; ++col) {
@@ -78,7 +90,7 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
         for (int c = 0; c < C; ++c) sq[c] += d[c] * d[c];
       }
   }
-  for (int c = 0; c < C; ++c) sumsq[c] = want_var ? sq[c] : 0.f;
+  for (int c = 0; c < C; ++c) sumsq[c] += sq[c];
 }
 
 // Blocks 2 to 5 for one example: as Block1, for a C-channel input x (h, w, C) and a
@@ -95,7 +107,7 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
 template <int C, int W>
 __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* k,
                                                          const float* mean, int64_t ph, int64_t pw, bool want_var,
-                                                         float* hi, float* lo, float* sumsq) {
+                                                         int64_t r0, int64_t r1, float* hi, float* lo, double* sumsq) {
   typedef float Vec __attribute__((vector_size(4 * W)));
   constexpr int NV = C / W, T = NV >= 16 ? 1 : 16 / NV;  // T tiles x C channels in 16 vector registers
   const int64_t ho = h / ph, wo = w / pw, nblocks = ((w + 1) / 2 + T - 1) / T, wbuf = nblocks * T * 2;
@@ -120,14 +132,14 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
   double sq[C] = {};
   for (int c = 0; c < C; ++c) m[c] = mean[c];
 
-  for (int64_t ty = 0; ty < (h + 1) / 2; ++ty) {
+  for (int64_t top = r0; top < r1; top += 2) {  // strips of two output rows, top and top + 1
     for (int64_t blk = 0; blk < nblocks; ++blk) {
       for (int t = 0; t < T; ++t) {  // V = B' d B for T tiles; outside x reads zeros
-        const int64_t r0 = 2 * ty - 1, c0 = 2 * (blk * T + t) - 1;
+        const int64_t c0 = 2 * (blk * T + t) - 1;
         const float* q[4][4];
         for (int a = 0; a < 4; ++a)
           for (int b = 0; b < 4; ++b) {
-            const int64_t r = r0 + a, col = c0 + b;
+            const int64_t r = top - 1 + a, col = c0 + b;
             q[a][b] = (r >= 0 && r < h && col >= 0 && col < w) ? x + (r * w + col) * C : zeros;
           }
         float e[4][4][C];
@@ -173,8 +185,8 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
       }
     }
     for (int rr = 0; rr < 2; ++rr) {  // the strip's rows into the window statistics
-      const int64_t r = 2 * ty + rr;
-      if (r >= h) break;
+      const int64_t r = top + rr;
+      if (r >= r1) break;
       const float* y = ybuf.data() + rr * wbuf * C;
       if (want_var) {
         float rs[C] = {};
@@ -199,7 +211,7 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
       }
     }
   }
-  for (int c = 0; c < C; ++c) sumsq[c] = want_var ? static_cast<float>(sq[c]) : 0.f;
+  for (int c = 0; c < C; ++c) sumsq[c] += sq[c];
 }
 
 // ConvPoolStats with the widest vectors this CPU has: AVX-512, AVX2 + FMA, or 4 floats
@@ -207,26 +219,28 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 template <int C>
 __attribute__((target("arch=x86-64-v4"))) void ConvPoolStatsV4(const float* x, int64_t h, int64_t w,
-    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
-  ConvPoolStats<C, 16>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
+    float* lo, double* sumsq) {
+  ConvPoolStats<C, 16>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 template <int C>
 __attribute__((target("arch=x86-64-v3"))) void ConvPoolStatsV3(const float* x, int64_t h, int64_t w,
-    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
-  ConvPoolStats<C, 8>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
+    float* lo, double* sumsq) {
+  ConvPoolStats<C, 8>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 #endif
 
 template <int C>
 void ConvPoolStatsFor(const float* x, int64_t h, int64_t w, const float* k, const float* mean, int64_t ph,
-                      int64_t pw, bool want_var, float* hi, float* lo, float* sumsq) {
+                      int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi, float* lo, double* sumsq) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
   if (__builtin_cpu_supports("x86-64-v4"))
-    return ConvPoolStatsV4<C>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+    return ConvPoolStatsV4<C>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
   if (__builtin_cpu_supports("x86-64-v3"))
-    return ConvPoolStatsV3<C>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+    return ConvPoolStatsV3<C>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 #endif
-  ConvPoolStats<C, 4>(x, h, w, k, mean, ph, pw, want_var, hi, lo, sumsq);
+  ConvPoolStats<C, 4>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 
 // expm1(y) for y <= 0, branch-free so that loops of it vectorise (ELU's negative side):
@@ -247,12 +261,11 @@ inline float Expm1NonPositive(float y) {
 
 // The block's output from its window statistics, in place of hi: x = elu(a * (a >= 0 ? hi
 // : lo) + bias) with a = scale / sqrt(var + eps) (BatchNorm, then ELU, then the max-pool,
-// in the pool-first order), n windows; and x's mean over them, the layer's feature.
+// in the pool-first order), n windows; total += x's sum over them (for the layer's feature).
 template <int C>
 TJ_CLONES void Epilogue(float* hi, const float* lo, int64_t n, const float* var, const float* scale,
-                        const float* bias, float eps, float* feature) {
+                        const float* bias, float eps, double* total) {
   float a[C], b[C];
-  double total[C] = {};
   for (int c = 0; c < C; ++c) a[c] = scale[c] / std::sqrt(var[c] + eps), b[c] = bias[c];
   for (int64_t i0 = 0; i0 < n; i0 += 256) {  // float sums of 256 windows, then a double total
     float sum[C] = {};
@@ -267,7 +280,6 @@ TJ_CLONES void Epilogue(float* hi, const float* lo, int64_t n, const float* var,
     }
     for (int c = 0; c < C; ++c) total[c] += sum[c];
   }
-  for (int c = 0; c < C; ++c) feature[c] = static_cast<float>(total[c] / n);
 }
 
 // Training: the same block for a batch, with the window positions that attain the max
@@ -462,13 +474,82 @@ const float* Padded(const float* xs, int64_t h, int64_t w) {
   return pad.data();
 }
 
+// A second thread for one extraction call whose caller has a core to spare (a batch of
+// one on a two-core machine runs on one JAX device, `inference.kernel_threads`); calls of
+// larger batches keep every core busy with examples of their own and run on one thread.
+// TRANSFER_JAX_KERNEL_THREADS=1 keeps every call on one thread.
+class Helper {
+ public:
+  // f(0, 2) on this thread and f(1, 2) on the helper when `split` and the helper is free;
+  // f(0, 1) alone otherwise. Returns when all of it is done.
+  static void Run(const std::function<void(int, int)>& f, bool split) {
+    static const bool allowed = [] {
+      const char* v = std::getenv("TRANSFER_JAX_KERNEL_THREADS");
+      return !(v && std::atoi(v) == 1) && std::thread::hardware_concurrency() > 1;
+    }();
+    if (!split || !allowed) return f(0, 1);
+    Helper* h = Get();
+    std::unique_lock<std::mutex> busy(h->busy_, std::try_to_lock);  // one call at a time uses it
+    if (!busy.owns_lock()) return f(0, 1);
+    h->job_.store(&f, std::memory_order_release);
+    { std::lock_guard<std::mutex> lock(h->m_); }  // a helper between its check and its wait gets the notice
+    h->cv_.notify_one();
+    f(0, 2);
+    for (int64_t i = 0; h->job_.load(std::memory_order_acquire) != nullptr; ++i)  // cleared when done
+      i < (1 << 16) ? Pause() : std::this_thread::yield();
+  }
+
+ private:
+  static void Pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  static Helper* Get() {  // one a process, started again in a forked child
+    static std::atomic<Helper*> helper{nullptr};
+    static std::atomic<pid_t> owner{0};
+    static std::mutex start;
+    if (owner.load() != getpid()) {
+      std::lock_guard<std::mutex> lock(start);
+      if (owner.load() != getpid()) {
+        helper.store(new Helper());  // a parent's is not running here; left as it is
+        owner.store(getpid());
+      }
+    }
+    return helper.load();
+  }
+  Helper() { std::thread([this] { Loop(); }).detach(); }
+  void Loop() {
+    for (;;) {
+      // the next block's call comes within a fraction of a millisecond at batch 1: wait
+      // for it awake for 0.2 ms, then asleep
+      const std::function<void(int, int)>* f = nullptr;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      for (int i = 0; !(f = job_.load(std::memory_order_acquire)); ++i) {
+        Pause();
+        if (i % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+      }
+      if (!f) {
+        std::unique_lock<std::mutex> lock(m_);
+        cv_.wait(lock, [&] { return (f = job_.load(std::memory_order_acquire)) != nullptr; });
+      }
+      (*f)(1, 2);
+      job_.store(nullptr, std::memory_order_release);
+    }
+  }
+  std::mutex m_, busy_;
+  std::condition_variable cv_;
+  std::atomic<const std::function<void(int, int)>*> job_{nullptr};
+};
+
 // One block of the extraction for one example: x (h, w, c_in) -> the pooled block output
 // (h / ph, w / pw, C) and its mean (C,); c_in 1 (block 1) or C (blocks 2-5). mean: the
 // conv output's (without bias); var: its variance, or with var_given 0 the map's own.
+// With threads 2, split by window rows over this thread and the `Helper`.
 ffi::Error ConvBlockImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> mean,
                          ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> bias,
                          ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> feature, int64_t ph,
-                         int64_t pw, int64_t var_given, float eps) {
+                         int64_t pw, int64_t var_given, float eps, int64_t threads) {
   const auto xd = x.dimensions();
   if (xd.size() != 3) return ffi::Error::InvalidArgument("conv_block: x must be (h, w, c_in)");
   const int64_t h = xd[0], w = xd[1], ci = xd[2], C = mean.element_count();
@@ -483,23 +564,37 @@ ffi::Error ConvBlockImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel, 
   const float* xs = x.typed_data();
   const float *k = kernel.typed_data(), *m = mean.typed_data();
   float *hp = out->typed_data(), *fp = feature->typed_data();
-  const int64_t n = (h / ph) * (w / pw);
+  const int64_t ho = h / ph, n = ho * (w / pw);
   if (!AllFinite(xs, h * w * ci)) {  // max and min below would skip NaNs; XLA's propagate them
     std::fill(hp, hp + n * C, std::numeric_limits<float>::quiet_NaN());
     std::fill(fp, fp + C, std::numeric_limits<float>::quiet_NaN());
     return ffi::Error::Success();
   }
-  thread_local std::vector<float> lo;
-  lo.resize(n * C);
-  float sumsq[64], v[64];
+  const bool split = threads >= 2 && ho >= 2;
+  thread_local std::vector<float> lo_buffer;  // this thread's; the helper writes into it too
+  lo_buffer.resize(n * C);
+  float* lo = lo_buffer.data();
+  const float* pad = ci == 1 ? Padded(xs, h, w) : nullptr;
   const bool want_var = var_given == 0;
+  double sumsq[2][64] = {}, total[2][64] = {};
+  float v[64];
   WithChannels(C, [&](auto c) {
-    if (ci == 1)
-      Block1<c()>(Padded(xs, h, w), h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
-    else
-      ConvPoolStatsFor<c()>(xs, h, w, k, m, ph, pw, want_var, hp, lo.data(), sumsq);
-    for (int j = 0; j < c(); ++j) v[j] = want_var ? sumsq[j] / (h * w) : var.typed_data()[j];  // biased, as BatchNorm
-    Epilogue<c()>(hp, lo.data(), n, v, scale.typed_data(), bias.typed_data(), eps, fp);
+    Helper::Run([&](int part, int parts) {  // window rows [ho * part / parts, ho * (part + 1) / parts)
+      const int64_t ro0 = ho * part / parts, ro1 = ho * (part + 1) / parts;
+      const bool last = part == parts - 1;
+      if (ci == 1)
+        Block1<c()>(pad, h, w, k, m, ph, pw, want_var, ro0, ro1, last, hp, lo, sumsq[part]);
+      else
+        ConvPoolStatsFor<c()>(xs, h, w, k, m, ph, pw, want_var, ro0 * ph, last ? h : ro1 * ph, hp, lo, sumsq[part]);
+    }, split);
+    for (int j = 0; j < c(); ++j)  // biased, as BatchNorm's
+      v[j] = want_var ? static_cast<float>((sumsq[0][j] + sumsq[1][j]) / (h * w)) : var.typed_data()[j];
+    Helper::Run([&](int part, int parts) {
+      const int64_t i0 = n * part / parts, i1 = n * (part + 1) / parts;
+      Epilogue<c()>(hp + i0 * c(), lo + i0 * c(), i1 - i0, v, scale.typed_data(), bias.typed_data(), eps,
+                    total[part]);
+    }, split);
+    for (int j = 0; j < c(); ++j) fp[j] = static_cast<float>((total[0][j] + total[1][j]) / n);
   });
   return ffi::Error::Success();
 }
@@ -603,7 +698,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvBlock, ConvBlockImpl,
                                   .Attr<int64_t>("ph")
                                   .Attr<int64_t>("pw")
                                   .Attr<int64_t>("var_given")
-                                  .Attr<float>("eps"));
+                                  .Attr<float>("eps")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv1PoolSelect, Conv1PoolSelectImpl,
                               ffi::Ffi::Bind()
