@@ -84,7 +84,7 @@ def conv_block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array 
     f32 = jnp.float32
     out = (jax.ShapeDtypeStruct((h // ph, w // pw, c), f32), jax.ShapeDtypeStruct((c,), f32))
     call = jax.ffi.ffi_call("transfer_jax_conv_block", out, vmap_method="sequential")
-    args = (x, kernel, mean, mean if var is None else var, scale, bias)
+    args = (x, kernel, mean, mean if var is None else var, scale, bias)  # var None: a placeholder, unread
     outs = call(*(a.astype(f32) for a in args), ph=int(ph), pw=int(pw), var_given=int(var is not None),
                 eps=np.float32(eps), threads=int(threads))
     return tuple(_varying_like(o, x) for o in outs)

@@ -37,7 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from transfer_jax import conv, cpu_kernels, runtime
-from transfer_jax.model import Tagger, affine_of_extremes, check_pool_fits
+from transfer_jax.model import Tagger, check_pool_fits, pooled_affine
 
 PER_EXAMPLE_NORMS = ("per_clip", "running")
 
@@ -157,8 +157,7 @@ def _block(x: jax.Array, kernel: jax.Array, mean: jax.Array, var: jax.Array | No
                 v = jnp.square(windows).sum(axis=(1, 3)).sum(axis=(0, 1)) / (h * w)
             else:
                 v = jnp.square(d).mean(axis=(0, 1))
-        a = jax.lax.rsqrt(v + eps) * scale
-        out = jax.nn.elu(affine_of_extremes(windows.max(axis=(1, 3)), windows.min(axis=(1, 3)), a, bias))
+        out = jax.nn.elu(pooled_affine(d[None], jax.lax.rsqrt(v + eps) * scale, bias, pool)[0])
         return out, out.mean(axis=(0, 1))
 
     c_in, c = kernel.shape[2:]

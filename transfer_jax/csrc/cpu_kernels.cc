@@ -93,29 +93,12 @@ TJ_CLONES void Block1(const float* p, int64_t h, int64_t w, const float* k, cons
   for (int c = 0; c < C; ++c) sumsq[c] += sq[c];
 }
 
-// Blocks 2 to 5 for one example: as Block1, for a C-channel input x (h, w, C) and a
-// (3, 3, C, C) kernel, by Winograd's F(2x2, 3x3): each 2x2 output tile is A' [(G g G') .
-// (B' d B)] A with d its 4x4 input tile, 16 products of C x C channel matrices instead of
-// 36 (2.25x fewer multiply-adds; the transforms are sums and halvings, so the rounding
-// stays that of a direct convolution). Row strips of tiles go through a small buffer into
-// the window statistics, so the conv output never exists whole either.
-//
-// The channel products are written with vectors of W floats, one machine register each
-// (auto-vectorised loops kept the accumulators in memory): W is chosen per instruction
-// set at run time (`ConvPoolStatsFor`); a vector wider than the machine's registers was
-// 35x slower (lowered piece by piece).
-template <int C, int W>
-__attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* k,
-                                                         const float* mean, int64_t ph, int64_t pw, bool want_var,
-                                                         int64_t r0, int64_t r1, float* hi, float* lo, double* sumsq) {
-  typedef float Vec __attribute__((vector_size(4 * W)));
-  constexpr int NV = C / W, T = NV >= 16 ? 1 : 16 / NV;  // T tiles x C channels in 16 vector registers
-  const int64_t ho = h / ph, wo = w / pw, nblocks = ((w + 1) / 2 + T - 1) / T, wbuf = nblocks * T * 2;
-  thread_local std::vector<float> ubuf, ybuf;
-  ubuf.assign(16 * C * C, 0.f);
-  ybuf.resize(2 * wbuf * C);
-  float* U = ubuf.data();  // U[xi][ci][co] = (G g G')[xi], xi = 4 a + b
+// Winograd's kernel transform: U[xi][ci][co] = (G g G')[xi], xi = 4 a + b, for the
+// (3, 3, C, C) kernel g.
+template <int C>
+TJ_CLONES void WinogradKernel(const float* k, float* U) {
   static const float G[4][3] = {{1.f, 0.f, 0.f}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0.f, 0.f, 1.f}};
+  std::fill(U, U + 16 * C * C, 0.f);
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b < 4; ++b)
       for (int i = 0; i < 3; ++i)
@@ -126,6 +109,29 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
           if (f != 0.f)
             for (int e = 0; e < C * C; ++e) u[e] += f * kij[e];
         }
+}
+
+// Blocks 2 to 5 for one example: as Block1, for a C-channel input x (h, w, C) and a
+// (3, 3, C, C) kernel, by Winograd's F(2x2, 3x3): each 2x2 output tile is A' [(G g G') .
+// (B' d B)] A with d its 4x4 input tile, 16 products of C x C channel matrices instead of
+// 36 (2.25x fewer multiply-adds; the transforms are sums and halvings, so the rounding
+// stays that of a direct convolution). Row strips of tiles go through a small buffer into
+// the window statistics, so the conv output never exists whole either.
+//
+// The channel products are written with vectors of W floats, one machine register each
+// (auto-vectorised loops kept the accumulators in memory): W is chosen per instruction
+// set at run time (`ConvPoolStatsFor`); a vector wider than the machine's registers was
+// 35x slower (lowered piece by piece). U: the kernel's transform (`WinogradKernel`),
+// computed once a call for the threads that split it.
+template <int C, int W>
+__attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t h, int64_t w, const float* U,
+                                                         const float* mean, int64_t ph, int64_t pw, bool want_var,
+                                                         int64_t r0, int64_t r1, float* hi, float* lo, double* sumsq) {
+  typedef float Vec __attribute__((vector_size(4 * W)));
+  constexpr int NV = C / W, T = NV >= 16 ? 1 : 16 / NV;  // T tiles x C channels in 16 vector registers
+  const int64_t ho = h / ph, wo = w / pw, nblocks = ((w + 1) / 2 + T - 1) / T, wbuf = nblocks * T * 2;
+  thread_local std::vector<float> ybuf;
+  ybuf.resize(2 * wbuf * C);
   alignas(64) static thread_local float V[16][T][C], M[16][T][C];
   alignas(64) float zeros[C] = {};
   float m[C];
@@ -219,28 +225,28 @@ __attribute__((always_inline)) inline void ConvPoolStats(const float* x, int64_t
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 template <int C>
 __attribute__((target("arch=x86-64-v4"))) void ConvPoolStatsV4(const float* x, int64_t h, int64_t w,
-    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
+    const float* U, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
     float* lo, double* sumsq) {
-  ConvPoolStats<C, 16>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
+  ConvPoolStats<C, 16>(x, h, w, U, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 template <int C>
 __attribute__((target("arch=x86-64-v3"))) void ConvPoolStatsV3(const float* x, int64_t h, int64_t w,
-    const float* k, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
+    const float* U, const float* mean, int64_t ph, int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi,
     float* lo, double* sumsq) {
-  ConvPoolStats<C, 8>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
+  ConvPoolStats<C, 8>(x, h, w, U, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 #endif
 
 template <int C>
-void ConvPoolStatsFor(const float* x, int64_t h, int64_t w, const float* k, const float* mean, int64_t ph,
+void ConvPoolStatsFor(const float* x, int64_t h, int64_t w, const float* U, const float* mean, int64_t ph,
                       int64_t pw, bool want_var, int64_t r0, int64_t r1, float* hi, float* lo, double* sumsq) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
   if (__builtin_cpu_supports("x86-64-v4"))
-    return ConvPoolStatsV4<C>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
+    return ConvPoolStatsV4<C>(x, h, w, U, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
   if (__builtin_cpu_supports("x86-64-v3"))
-    return ConvPoolStatsV3<C>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
+    return ConvPoolStatsV3<C>(x, h, w, U, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 #endif
-  ConvPoolStats<C, 4>(x, h, w, k, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
+  ConvPoolStats<C, 4>(x, h, w, U, mean, ph, pw, want_var, r0, r1, hi, lo, sumsq);
 }
 
 // expm1(y) for y <= 0, branch-free so that loops of it vectorise (ELU's negative side):
@@ -578,14 +584,21 @@ ffi::Error ConvBlockImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel, 
   const bool want_var = var_given == 0;
   double sumsq[2][64] = {}, total[2][64] = {};
   float v[64];
+  thread_local std::vector<float> u_buffer;  // blocks 2-5: the kernel's Winograd transform
   WithChannels(C, [&](auto c) {
+    const float* u = nullptr;
+    if (ci != 1) {
+      u_buffer.resize(16 * C * C);
+      WinogradKernel<c()>(k, u_buffer.data());
+      u = u_buffer.data();
+    }
     Helper::Run([&](int part, int parts) {  // window rows [ho * part / parts, ho * (part + 1) / parts)
       const int64_t ro0 = ho * part / parts, ro1 = ho * (part + 1) / parts;
       const bool last = part == parts - 1;
       if (ci == 1)
         Block1<c()>(pad, h, w, k, m, ph, pw, want_var, ro0, ro1, last, hp, lo, sumsq[part]);
       else
-        ConvPoolStatsFor<c()>(xs, h, w, k, m, ph, pw, want_var, ro0 * ph, last ? h : ro1 * ph, hp, lo, sumsq[part]);
+        ConvPoolStatsFor<c()>(xs, h, w, u, m, ph, pw, want_var, ro0 * ph, last ? h : ro1 * ph, hp, lo, sumsq[part]);
     }, split);
     for (int j = 0; j < c(); ++j)  // biased, as BatchNorm's
       v[j] = want_var ? static_cast<float>((sumsq[0][j] + sumsq[1][j]) / (h * w)) : var.typed_data()[j];
